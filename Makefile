@@ -1,0 +1,38 @@
+# Two commands for a fresh machine: `make demo` (synth -> ingest -> stops by state, year, race)
+# and `make test`. Both create .venv and install the pinned dependencies themselves.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+DEMO   ?= demo-output
+
+.PHONY: demo test lint bench lock clean
+
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	rm -rf $(DEMO)
+	$(VENV)/bin/stopdisparity synth $(DEMO)/raw --rows 400000 --seed 20240601
+	$(VENV)/bin/stopdisparity ingest $(DEMO)/raw/*.csv.zip --store $(DEMO)/store
+	$(VENV)/bin/stopdisparity summary --store $(DEMO)/store
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench
+	$(PY) -m pytest -n 2 -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+
+bench: $(STAMP)
+	$(PY) bench/ingest.py
+
+lock: $(STAMP)
+	$(PY) -m pip freeze --exclude-editable | grep -vi '^stopdisparity' > requirements.lock.new
+	mv requirements.lock.new requirements.lock
+
+clean:
+	rm -rf $(VENV) $(DEMO) build dist .pytest_cache .ruff_cache
