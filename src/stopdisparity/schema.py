@@ -260,12 +260,3 @@ def check_vocabulary(column: str, values: Iterable[str | None], *, source: str) 
         raise SchemaError(
             f"{source}: {column} has values outside its vocabulary: {bad}; allowed: {list(allowed)}"
         )
-
-
-def store_columns(columns: Iterable[Column]) -> list[tuple[str, str]]:
-    """Name and DuckDB type of every stored column: canonical ones in canonical order, then raw_*/extra
-    columns in source order, then lineage."""
-    cols = list(columns)
-    canonical = [(n, DUCKDB_TYPE[k]) for n, k in CANONICAL_COLUMNS.items()]
-    rest = [(c.name, c.duckdb_type) for c in cols if c.kind in ("raw", "extra")]
-    return canonical + rest + list(LINEAGE_COLUMNS.items())

@@ -1,0 +1,1 @@
+"""Statistical models over panels: DiD, event studies, inference (built in later issues)."""

@@ -1,0 +1,53 @@
+-- purpose: Write one source's rejected rows (failed checks and records the CSV parser refused) to a
+--          quarantine Parquet file, each with its physical line, first failing column and reason.
+-- input: {{checked}}: the check_source_rows query over the source's staging table; fail_codes(code, column_name, reason, message); the parser's
+--        rejects table {{rejects}}; line_offsets(threshold, extra)
+-- params: $out VARCHAR, $source_file VARCHAR
+-- fragment params: $header VARCHAR[], $vocabularies MAP(VARCHAR, VARCHAR[])
+-- fragments: checked, rejects, raw_text
+-- grain: one row per rejected input row
+COPY (
+    WITH failed AS (
+        SELECT
+            c._logical AS logical_line,
+            f.column_name,
+            f.reason,
+            {{raw_text}} AS raw_text,
+            f.message
+        FROM ({{checked}}) AS c
+        JOIN fail_codes AS f ON f.code = c._fail
+    ),
+    refused AS (
+        SELECT
+            line AS logical_line,
+            arg_min(CASE WHEN error_type IN ('MISSING COLUMNS', 'TOO MANY COLUMNS') THEN NULL ELSE column_name END, column_idx) AS column_name,
+            arg_min(CASE error_type
+                WHEN 'MISSING COLUMNS' THEN 'field_count'
+                WHEN 'TOO MANY COLUMNS' THEN 'field_count'
+                WHEN 'UNQUOTED VALUE' THEN 'quote'
+                WHEN 'INVALID STATE' THEN 'quote'
+                WHEN 'LINE SIZE OVER MAXIMUM' THEN 'line_too_long'
+                WHEN 'INVALID ENCODING' THEN 'encoding'
+                ELSE 'type_cast'
+            END, column_idx) AS reason,
+            arg_min(csv_line, column_idx) AS raw_text,
+            arg_min(error_message, column_idx) AS message
+        FROM {{rejects}}
+        GROUP BY line
+    ),
+    rows AS (
+        SELECT * FROM failed
+        UNION ALL
+        SELECT * FROM refused
+    )
+    SELECT
+        $source_file AS source_file,
+        CAST(r.logical_line + coalesce(o.extra, 0) AS BIGINT) AS source_line,
+        r.column_name AS "column",
+        r.reason,
+        r.raw_text,
+        r.message
+    FROM rows AS r
+    ASOF LEFT JOIN line_offsets AS o ON r.logical_line >= o.threshold
+    ORDER BY source_line
+) TO $out (FORMAT parquet, COMPRESSION zstd)

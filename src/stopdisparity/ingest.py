@@ -1,0 +1,689 @@
+"""Files → store through DuckDB: parse, check, cast, partition, quarantine, reconcile, commit once.
+
+Every input row ends up either in the store or in the quarantine with a reason, and the counts
+reconcile exactly against a record count made independently of the parser
+(:class:`stopdisparity.readers.RecordCounter`). Nothing is published until every source has been
+staged and reconciled; then one journal rename commits the whole ingest (see :mod:`store`).
+
+A source's identity is its base name: the same SHA-256 is a no-op (``unchanged``), a new one replaces
+the source's rows (``replaced``), a new name adds rows (``ingested``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from stopdisparity import __version__
+from stopdisparity.errors import IngestError, ReconciliationError, SchemaError, StoreError
+from stopdisparity.readers import (
+    Feeder,
+    RecordCount,
+    Source,
+    count_records,
+    discover,
+    parse_header,
+    sha256_file,
+)
+from stopdisparity.schema import (
+    CANONICAL_COLUMNS,
+    DUCKDB_TYPE,
+    SCHEMA_VERSION,
+    VOCABULARIES,
+    Column,
+    classify_columns,
+    quote_identifier,
+)
+from stopdisparity.sql import load_query, query_frame, run_query
+from stopdisparity.store import STORE_FORMAT, Store, Transaction, duckdb_config, open_store
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_LINE_SIZE = 2_097_152
+
+#: Progress callback: (source name, bytes done, bytes total or None).
+ProgressFn = Callable[[str, int, int | None], None]
+
+
+@dataclass(frozen=True, slots=True)
+class SourceReport:
+    """What one ingest did with one source."""
+
+    path: str
+    name: str
+    sha256: str
+    status: str  # ingested | replaced | unchanged
+    rows_read: int
+    rows_stored: int
+    rows_quarantined: int
+    state: str
+    quarantine_reasons: dict[str, int] = field(default_factory=dict)
+    rows_without_county: int = 0
+    unresolved_counties: list[dict[str, Any]] = field(default_factory=list)
+    extra_columns: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class IngestReport:
+    """Result of :func:`ingest`: one :class:`SourceReport` per source and the totals."""
+
+    store: str
+    files: tuple[SourceReport, ...]
+
+    @property
+    def rows_read(self) -> int:
+        """Rows read in this ingest (unchanged sources read none)."""
+        return sum(f.rows_read for f in self.files)
+
+    @property
+    def rows_stored(self) -> int:
+        """Rows stored in this ingest."""
+        return sum(f.rows_stored for f in self.files)
+
+    @property
+    def rows_quarantined(self) -> int:
+        """Rows quarantined in this ingest."""
+        return sum(f.rows_quarantined for f in self.files)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``--json`` document: the contract keys first, then extras."""
+        files = []
+        for f in self.files:
+            d = asdict(f)
+            ordered = {k: d.pop(k) for k in ("path", "sha256", "status", "rows_read", "rows_stored",
+                                              "rows_quarantined")}  # fmt: skip
+            files.append(ordered | d)
+        return {
+            "files": files,
+            "rows_read": self.rows_read,
+            "rows_stored": self.rows_stored,
+            "rows_quarantined": self.rows_quarantined,
+            "store": self.store,
+        }
+
+
+# --------------------------------------------------------------------------------------- SQL builders
+def _sql_string(text: str) -> str:
+    """A SQL string literal for schema-derived text (column names on the allow-list)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _nonempty(ref: str) -> str:
+    return f"{ref} IS NOT NULL AND {ref} <> ''"
+
+
+def cast_expression(ref: str, kind: str) -> str:
+    """SQL casting the text field ``ref`` to its store type ('' counts as missing for typed kinds)."""
+    if kind in ("date", "time", "double"):
+        return f"TRY_CAST(NULLIF({ref}, '') AS {DUCKDB_TYPE[kind]})"  # type: ignore[index]
+    if kind == "boolean":
+        return f"CASE upper({ref}) WHEN 'TRUE' THEN true WHEN 'FALSE' THEN false END"
+    if kind == "enum":
+        return f"NULLIF({ref}, '')"
+    return ref
+
+
+def failure_condition(ref: str, column: Column) -> str | None:
+    """SQL that is true when a present value of ``column`` does not cast or is outside its vocabulary."""
+    kind = column.kind
+    if kind in ("date", "time", "double"):
+        return f"{_nonempty(ref)} AND {cast_expression(ref, kind)} IS NULL"
+    if kind == "boolean":
+        return f"{_nonempty(ref)} AND upper({ref}) NOT IN ('TRUE', 'FALSE')"
+    if kind == "enum":
+        return f"{_nonempty(ref)} AND NOT list_contains($vocabularies[{_sql_string(column.name)}], {ref})"
+    return None
+
+
+def checked_sql(columns: Sequence[Column], table: str, *, skip_join: bool) -> str:
+    """The ``check_source_rows`` sub-query for a source's columns (shared by staging and quarantine)."""
+    refs = [f"p.{quote_identifier(c.name)}" for c in columns]
+    cases = [
+        f"WHEN {cond} THEN {i}"
+        for i, (c, ref) in enumerate(zip(columns, refs, strict=True), start=1)
+        if (cond := failure_condition(ref, c)) is not None
+    ]
+    return load_query("check_source_rows").render(
+        {
+            "table": table,
+            "header_fields": ", ".join(refs),
+            "fail_cases": "\n        ".join(cases),
+            "logical_line": "p.rowid + 2 + coalesce(s.k, 0)" if skip_join else "p.rowid + 2",
+            "skip_join": "ASOF LEFT JOIN skip_offsets AS s ON p.rowid >= s.threshold" if skip_join else "",
+        }
+    )
+
+
+def check_params(columns: Sequence[Column]) -> dict[str, Any]:
+    """Parameters the checked sub-query binds: the header, and vocabularies if an enum column is present."""
+    params: dict[str, Any] = {"header": [c.name for c in columns]}
+    if any(c.kind == "enum" for c in columns):
+        params["vocabularies"] = {k: list(v) for k, v in VOCABULARIES.items()}
+    return params
+
+
+def stored_fragments(
+    columns: Sequence[Column], checked: str, *, line_join: bool, has_county: bool
+) -> dict[str, str]:
+    """Fragments of ``stage_stops.sql``: every canonical column (NULL when absent), then raw/extra."""
+    present = {c.name: c for c in columns}
+    select = []
+    for name, kind in CANONICAL_COLUMNS.items():
+        ident = quote_identifier(name)
+        if name in present:
+            select.append(f"{cast_expression('c.' + ident, kind)} AS {ident}")
+        else:
+            select.append(f"CAST(NULL AS {DUCKDB_TYPE[kind]}) AS {ident}")
+    select += [f"c.{quote_identifier(c.name)}" for c in columns if c.kind in ("raw", "extra")]
+    date = f"c.{quote_identifier('date')}"
+    return {
+        "checked": checked,
+        "stored_columns": ",\n        ".join(select),
+        "year_expr": f"year({cast_expression(date, 'date')})"
+        if "date" in present
+        else "CAST(NULL AS BIGINT)",
+        "county_join": (
+            f"LEFT JOIN county_lookup AS lk ON lk.county_name = c.{quote_identifier('county_name')}"
+            if has_county
+            else "LEFT JOIN county_lookup AS lk ON false"
+        ),
+        "line_join": "ASOF LEFT JOIN line_offsets AS o ON c._logical >= o.threshold"
+        if line_join
+        else "LEFT JOIN line_offsets AS o ON false",
+        "order_by": "ORDER BY source_line" if line_join else "",
+    }
+
+
+def raw_text_expression(columns: Sequence[Column]) -> str:
+    """SQL re-serialising a parsed row as one CSV line (``NA`` for missing; quoting where needed)."""
+    parts = []
+    for c in columns:
+        ref = f"c.{quote_identifier(c.name)}"
+        parts.append(
+            f"CASE WHEN {ref} IS NULL THEN 'NA' "
+            f"WHEN regexp_matches({ref}, '[\",\\n\\r]') THEN '\"' || replace({ref}, '\"', '\"\"') || '\"' "
+            f"ELSE {ref} END"
+        )
+    return "concat_ws(',', " + ", ".join(parts) + ")"
+
+
+# ------------------------------------------------------------------------------------ per source
+@dataclass(slots=True)
+class _Staged:
+    report: SourceReport
+    parts: list[Path]
+    quarantine: Path | None
+    columns: list[str]
+
+
+def _source_key(source: Source, sha: str) -> str:
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", source.name)
+    digest = hashlib.sha256((source.name + "\x00" + sha).encode()).hexdigest()[:16]
+    return f"{safe}.{digest}"
+
+
+def _parse_csv(
+    con: duckdb.DuckDBPyConnection,
+    source: Source,
+    tx: Transaction,
+    index: int,
+    *,
+    encoding: str,
+    max_line_size: int,
+    progress: ProgressFn | None,
+) -> tuple[list[Column], RecordCount]:
+    """Parse a CSV source into table parsed_{index}; count its records independently meanwhile."""
+    total = source.path.stat().st_size if source.kind == "csv" else None
+    if source.kind == "csv.zip":
+        import zipfile
+
+        with zipfile.ZipFile(source.path) as zf:
+            total = zf.getinfo(source.member or "").file_size
+        fifo = tx.dir / f"pipe_{index}"
+        os.mkfifo(fifo)
+        feeder = Feeder(source, fifo)
+        read_path, compression = str(fifo), "none"
+        # the header is needed before DuckDB starts: read it from a separate short stream
+        header = _read_header(source)
+        columns = classify_columns(parse_header(source, header, encoding), source=source.label)
+        feeder.start()
+        _watch(feeder, source.name, total, progress)
+        try:
+            _run_parse(con, index, read_path, columns, compression, encoding, max_line_size, source)
+        finally:
+            _drain(fifo, feeder)
+        count = feeder.join()
+    else:
+        header = _read_header(source)
+        columns = classify_columns(parse_header(source, header, encoding), source=source.label)
+        result: dict[str, RecordCount | BaseException] = {}
+
+        def _count() -> None:
+            try:
+                result["count"] = count_records(source)
+            except BaseException as e:
+                result["error"] = e
+
+        counter = threading.Thread(target=_count, daemon=True)
+        counter.start()
+        compression = "gzip" if source.kind == "csv.gz" else "none"
+        _run_parse(con, index, str(source.path), columns, compression, encoding, max_line_size, source)
+        counter.join()
+        if "error" in result:
+            raise IngestError(f"{source.label}: counting records failed: {result['error']}")
+        count = result["count"]  # type: ignore[assignment]
+        if progress and total:
+            progress(source.name, total, total)
+    if count.unterminated_quote:
+        log.warning("%s: the file ends inside a quoted field", source.label)
+    return columns, count  # type: ignore[return-value]
+
+
+def _watch(feeder: Feeder, name: str, total: int | None, progress: ProgressFn | None) -> None:
+    if progress is None:
+        return
+
+    def loop() -> None:
+        while feeder._thread.is_alive():
+            progress(name, feeder.bytes_out, total)
+            feeder._thread.join(0.5)
+        progress(name, feeder.bytes_out, total)
+
+    threading.Thread(target=loop, daemon=True).start()
+
+
+def _drain(fifo: Path, feeder: Feeder) -> None:
+    """If DuckDB stopped reading early, drain the pipe so the feeder thread can finish."""
+    if feeder._thread.is_alive():
+        try:
+            fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+            with os.fdopen(fd, "rb") as f:
+                while feeder._thread.is_alive():
+                    if not f.read(1 << 20):
+                        feeder._thread.join(0.05)
+        except OSError:
+            pass
+
+
+def _read_header(source: Source) -> bytes:
+    from stopdisparity.readers import open_decompressed
+
+    with open_decompressed(source) as f:
+        head = f.read(1 << 20)
+    end = head.find(b"\n")
+    return (head if end < 0 else head[:end]).rstrip(b"\r")
+
+
+def _run_parse(
+    con: duckdb.DuckDBPyConnection,
+    index: int,
+    path: str,
+    columns: Sequence[Column],
+    compression: str,
+    encoding: str,
+    max_line_size: int,
+    source: Source,
+) -> None:
+    try:
+        run_query(
+            con,
+            "parse_csv_source",
+            {
+                "path": path,
+                "columns": {c.name: "VARCHAR" for c in columns},
+                "rejects_table": f"rejects_{index}",
+                "rejects_scan": f"rejects_scan_{index}",
+                "max_line_size": max_line_size,
+                "encoding": encoding,
+                "compression": compression,
+            },
+            fragments={"table": f"parsed_{index}"},
+        )
+    except Exception as e:
+        raise IngestError(
+            f"{source.label}: DuckDB could not parse the file as CSV: {e}\n"
+            "Check that it is a comma-separated OPP file with a header line; the store is unchanged."
+        ) from e
+
+
+def _parse_parquet(con: duckdb.DuckDBPyConnection, source: Source, index: int) -> tuple[list[Column], int]:
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(source.path)
+    names = meta.schema_arrow.names
+    columns = classify_columns(names, source=source.label)
+    text = ", ".join(
+        f"CAST({quote_identifier(c.name)} AS VARCHAR) AS {quote_identifier(c.name)}" for c in columns
+    )
+    run_query(con, "parse_parquet_source", {"path": str(source.path)},
+              fragments={"table": f"parsed_{index}", "text_columns": text})  # fmt: skip
+    run_query(con, "create_empty_rejects", fragments={"rejects": f"rejects_{index}"})
+    return columns, meta.metadata.num_rows
+
+
+def _offsets(con: duckdb.DuckDBPyConnection, index: int, count: RecordCount | None) -> tuple[bool, bool]:
+    """Register skip_offsets and line_offsets for a source; return whether each is non-trivial."""
+    rejected: list[int] = []
+    if count is not None:
+        rejected = [
+            r[0] for r in con.execute(f"SELECT DISTINCT line FROM rejects_{index} ORDER BY 1").fetchall()
+        ]
+    skipped = sorted(set(rejected) | set(count.blank_lines if count else ()))
+    skipped = [s for s in skipped if s > 1]
+    thresholds: dict[int, int] = {}
+    for j, s in enumerate(skipped):
+        thresholds[s - 2 - j] = j + 1  # the last k for equal thresholds wins
+    skip = pl.DataFrame(
+        {"threshold": [-1, *thresholds.keys()], "k": [0, *thresholds.values()]},
+        schema={"threshold": pl.Int64, "k": pl.Int64},
+    )
+    extra_rows: list[tuple[int, int]] = []
+    total = 0
+    for logical, extra in count.multiline if count else ():
+        total += extra
+        extra_rows.append((logical + 1, total))
+    lines = pl.DataFrame(
+        {"threshold": [0] + [t for t, _ in extra_rows], "extra": [0] + [e for _, e in extra_rows]},
+        schema={"threshold": pl.Int64, "extra": pl.Int64},
+    )
+    if count is None:  # parquet: row r is "line" r + 1 (no header); rowid + 2 - 1
+        lines = pl.DataFrame(
+            {"threshold": [0], "extra": [-1]}, schema={"threshold": pl.Int64, "extra": pl.Int64}
+        )
+    con.register("skip_offsets", skip)
+    con.register("line_offsets", lines)
+    return bool(thresholds), bool(extra_rows) or count is None
+
+
+def _stage_source(
+    con: duckdb.DuckDBPyConnection,
+    source: Source,
+    sha: str,
+    status: str,
+    tx: Transaction,
+    index: int,
+    *,
+    encoding: str,
+    max_line_size: int,
+    progress: ProgressFn | None,
+) -> _Staged:
+    from stopdisparity.geo import resolve_counties
+
+    if source.kind == "parquet":
+        columns, rows_read = _parse_parquet(con, source, index)
+        count = None
+    else:
+        columns, count = _parse_csv(
+            con, source, tx, index, encoding=encoding, max_line_size=max_line_size, progress=progress
+        )
+        rows_read = count.data_rows
+    has_skips, has_lines = _offsets(con, index, count)
+    table = f"parsed_{index}"
+    checked = checked_sql(columns, table, skip_join=has_skips)
+    params = check_params(columns)
+
+    # fail codes: 0 = repeated header; i = column i failed its cast or vocabulary
+    codes = pl.DataFrame(
+        {
+            "code": [0, *range(1, len(columns) + 1)],
+            "column_name": [None, *[c.name for c in columns]],
+            "reason": ["repeated_header", *["enum" if c.kind == "enum" else "type_cast" for c in columns]],
+            "message": [
+                "the header line appears again inside the file (concatenated exports?)",
+                *[_fail_message(c) for c in columns],
+            ],
+        },
+        schema={"code": pl.Int64, "column_name": pl.String, "reason": pl.String, "message": pl.String},
+    )
+    con.register("fail_codes", codes)
+
+    # county names -> FIPS, resolved once per distinct name
+    has_county = any(c.name == "county_name" for c in columns)
+    unresolved: list[dict[str, Any]] = []
+    lookup = pl.DataFrame(schema={"county_name": pl.String, "county_fips": pl.String})
+    if has_county:
+        names = query_frame(con, "list_county_names", fragments={"table": table})
+        if names.height:
+            resolution = resolve_counties(names.with_columns(pl.lit(source.state).alias("state")))
+            lookup = resolution.frame.select("county_name", "county_fips").drop_nulls("county_fips")
+            unresolved = resolution.unresolved.filter(pl.col("county_name").is_not_null()).to_dicts()
+    con.register("county_lookup", lookup)
+
+    key = _source_key(source, sha)
+    stops_out = tx.dir / "stops" / key
+    stops_out.parent.mkdir(parents=True, exist_ok=True)
+    run_query(
+        con,
+        "stage_stops",
+        {"out": str(stops_out), "source_file": source.name, "state": source.state} | params,
+        fragments=stored_fragments(columns, checked, line_join=has_lines, has_county=has_county),
+    )
+    quarantine_out = tx.dir / "quarantine" / f"{key}.parquet"
+    quarantine_out.parent.mkdir(parents=True, exist_ok=True)
+    run_query(
+        con,
+        "stage_quarantine",
+        {"out": str(quarantine_out), "source_file": source.name} | params,
+        fragments={
+            "checked": checked,
+            "rejects": f"rejects_{index}",
+            "raw_text": raw_text_expression(columns),
+        },
+    )
+    parts = sorted(stops_out.rglob("*.parquet")) if stops_out.exists() else []
+    stored = 0
+    without_county = 0
+    if parts:
+        stored, without_county = con.execute(
+            "SELECT count(*), count(*) FILTER (WHERE county_fips IS NULL) FROM read_parquet($p)",
+            {"p": [str(p) for p in parts]},
+        ).fetchone()  # type: ignore[misc]
+    qrows = con.execute(
+        "SELECT reason, count(*) FROM read_parquet($p) GROUP BY reason ORDER BY reason",
+        {"p": str(quarantine_out)},
+    ).fetchall()
+    quarantined = sum(n for _, n in qrows)
+    if quarantined == 0:
+        quarantine_out.unlink()
+    if rows_read != stored + quarantined:
+        raise ReconciliationError(
+            f"{source.label}: read {rows_read:,} rows (independent count) but stored {stored:,} and "
+            f"quarantined {quarantined:,}; rows would be lost, so nothing was committed. "
+            "Please report this with the file."
+        )
+    for name in (table, f"rejects_{index}", f"rejects_scan_{index}"):
+        con.execute(f"DROP TABLE IF EXISTS {name}")
+    report = SourceReport(
+        path=str(source.path.resolve()),
+        name=source.name,
+        sha256=sha,
+        status=status,
+        rows_read=rows_read,
+        rows_stored=stored,
+        rows_quarantined=quarantined,
+        state=source.state,
+        quarantine_reasons=dict(qrows),
+        rows_without_county=without_county,
+        unresolved_counties=unresolved,
+        extra_columns=[c.name for c in columns if c.kind == "extra"],
+    )
+    return _Staged(report, parts, quarantine_out if quarantined else None, [c.name for c in columns])
+
+
+def _fail_message(column: Column) -> str:
+    if column.kind == "enum":
+        return f"{column.name} must be NA or one of {list(VOCABULARIES[column.name])}"
+    expected = {
+        "date": "an ISO date (YYYY-MM-DD)",
+        "time": "a time HH:MM:SS or HH:MM",
+        "double": "a number",
+        "boolean": "TRUE or FALSE",
+    }.get(column.kind, "text")
+    return f"{column.name} must be NA or {expected}"
+
+
+# ------------------------------------------------------------------------------------------- ingest
+def ingest(
+    paths: Sequence[str | Path],
+    store: str | Path,
+    *,
+    state: str | None = None,
+    memory_limit: str = "2GB",
+    threads: int | None = None,
+    encoding: str = "utf-8",
+    max_line_size: int = DEFAULT_MAX_LINE_SIZE,
+    progress: ProgressFn | None = None,
+) -> IngestReport:
+    """Ingest OPP files into a store; one commit point, idempotent by file identity.
+
+    Parameters
+    ----------
+    paths
+        ``.csv``, ``.csv.gz``, ``.csv.zip`` or ``.parquet`` files in the OPP standardized format.
+    store
+        Store directory (created if missing).
+    state
+        Two-letter state for every file; default: the OPP file name's prefix.
+    memory_limit, threads
+        DuckDB's memory limit (e.g. ``"2GB"``) and thread count; memory stays bounded by spilling.
+    encoding
+        Text encoding of CSV sources (``utf-8``, ``latin-1``, ``utf-16``).
+    max_line_size
+        Longest accepted line in bytes; longer records are quarantined as ``line_too_long``.
+    progress
+        Called with (source, bytes done, bytes total) while sources are read.
+
+    Returns
+    -------
+    IngestReport
+        Per source: status, sha256, rows_read / rows_stored / rows_quarantined (reconciled).
+
+    Raises
+    ------
+    IngestError
+        For unreadable inputs or rows that would be lost; the store is then exactly as before.
+    """
+    sources = discover(paths, state=state)
+    st = open_store(store, create=True)
+    with st.lock():
+        st.recover()
+        manifest = st.manifest()
+        known: dict[str, Any] = manifest["sources"]
+        hashes: dict[Path, str] = {}
+        plan: list[tuple[Source, str, str]] = []
+        for source in sources:
+            if source.path not in hashes:
+                hashes[source.path] = sha256_file(source.path)
+            sha = hashes[source.path]
+            entry = known.get(source.name)
+            status = "ingested" if entry is None else ("unchanged" if entry["sha256"] == sha else "replaced")
+            plan.append((source, sha, status))
+        if all(status == "unchanged" for _, _, status in plan):
+            return IngestReport(str(st.root), tuple(_unchanged(s, sha, known) for s, sha, _ in plan))
+        tx = st.begin()
+        try:
+            report = _run(
+                st, tx, plan, known, manifest, memory_limit, threads, encoding, max_line_size, progress
+            )
+        except BaseException:
+            st.abort(tx)
+            raise
+    return report
+
+
+def _unchanged(source: Source, sha: str, known: dict[str, Any]) -> SourceReport:
+    return SourceReport(
+        path=str(source.path.resolve()), name=source.name, sha256=sha, status="unchanged",
+        rows_read=0, rows_stored=0, rows_quarantined=0, state=known[source.name]["state"],
+    )  # fmt: skip
+
+
+def _run(
+    st: Store,
+    tx: Transaction,
+    plan: list[tuple[Source, str, str]],
+    known: dict[str, Any],
+    manifest: dict[str, Any],
+    memory_limit: str,
+    threads: int | None,
+    encoding: str,
+    max_line_size: int,
+    progress: ProgressFn | None,
+) -> IngestReport:
+    config = duckdb_config(memory_limit=memory_limit, threads=threads, temp_directory=tx.dir / "spill")
+    con = duckdb.connect(str(tx.dir / "work.duckdb"), config=config)
+    reports: list[SourceReport] = []
+    moves: list[tuple[Path, Path]] = []
+    deletions: list[Path] = []
+    sources = dict(known)
+    try:
+        for index, (source, sha, status) in enumerate(plan):
+            if status == "unchanged":
+                reports.append(_unchanged(source, sha, known))
+                continue
+            staged = _stage_source(
+                con, source, sha, status, tx, index,
+                encoding=encoding, max_line_size=max_line_size, progress=progress,
+            )  # fmt: skip
+            reports.append(staged.report)
+            key_dir = tx.dir / "stops" / _source_key(source, sha)
+            published = []
+            for n, part in enumerate(staged.parts):
+                rel = part.relative_to(key_dir)  # state=XX/year=YYYY/data_0.parquet
+                dst = st.stops_dir / rel.parent / f"{_source_key(source, sha)}.{n}.parquet"
+                moves.append((part, dst))
+                published.append(str(dst.relative_to(st.root)))
+            qdst = None
+            if staged.quarantine is not None:
+                qdst = st.quarantine_dir / staged.quarantine.name
+                moves.append((staged.quarantine, qdst))
+            if status == "replaced":
+                old = known[source.name]
+                deletions += [st.root / p for p in old.get("parts", [])]
+                if old.get("quarantine"):
+                    deletions.append(st.root / old["quarantine"])
+            r = staged.report
+            sources[source.name] = {
+                "path": r.path,
+                "member": source.member,
+                "kind": source.kind,
+                "size": source.path.stat().st_size,
+                "sha256": sha,
+                "state": source.state,
+                "status": status,
+                "rows_read": r.rows_read,
+                "rows_stored": r.rows_stored,
+                "rows_quarantined": r.rows_quarantined,
+                "quarantine_reasons": r.quarantine_reasons,
+                "rows_without_county": r.rows_without_county,
+                "unresolved_counties": r.unresolved_counties,
+                "columns": staged.columns,
+                "parts": published,
+                "quarantine": str(qdst.relative_to(st.root)) if qdst else None,
+            }
+    finally:
+        con.close()
+    new_manifest = {
+        "format": STORE_FORMAT,
+        "schema_version": SCHEMA_VERSION,
+        "package_version": __version__,
+        "duckdb_version": duckdb.__version__,
+        "polars_version": pl.__version__,
+        "sources": dict(sorted(sources.items())),
+    }
+    _ = manifest
+    st.commit(tx, moves, deletions, new_manifest)
+    return IngestReport(str(st.root), tuple(reports))
+
+
+__all__ = ["IngestReport", "SchemaError", "SourceReport", "StoreError", "ingest"]

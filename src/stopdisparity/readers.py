@@ -1,0 +1,337 @@
+"""Input files as sources: discovery, hashing, zip safety, streaming, and an independent record count.
+
+The record count is the ingest's check on the CSV parser: it is computed from the decompressed bytes
+by a quote-aware scan that shares no code with DuckDB, and rows_read = rows_stored + rows_quarantined
+must hold exactly. The scan also finds blank lines and records that span several physical lines, so
+the ingest can give every row its 1-based physical line number (header = 1).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import os
+import re
+import stat
+import threading
+import zipfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Literal
+
+import numpy as np
+
+from stopdisparity.errors import IngestError
+from stopdisparity.schema import US_STATES
+
+SourceKind = Literal["csv", "csv.gz", "csv.zip", "parquet"]
+CHUNK = 8 << 20
+_OPP_NAME = re.compile(r"^(?P<state>[a-z]{2})_(?P<place>[a-z0-9_]+?)_(?P<date>\d{4}_\d{2}_\d{2})\b")
+_QUOTE, _NEWLINE = 34, 10
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """One input table: a CSV/Parquet file, or one CSV member of a zip archive.
+
+    ``name`` is the source's identity in the store: the file's base name, or ``archive.zip!member.csv``
+    for a member of an archive that holds several CSV files.
+    """
+
+    path: Path
+    name: str
+    kind: SourceKind
+    state: str
+    member: str | None = None
+
+    @property
+    def label(self) -> str:
+        """Human name for messages: the path, with ``!member`` for archive members."""
+        return f"{self.path}!{self.member}" if self.member else str(self.path)
+
+
+def state_from_name(name: str) -> str | None:
+    """State code from an OPP file name ``{state}_{place}_{YYYY_MM_DD}...``, upper case, or None."""
+    m = _OPP_NAME.match(Path(name).name.lower())
+    if m and m["state"].upper() in US_STATES:
+        return m["state"].upper()
+    return None
+
+
+def _kind(path: Path) -> SourceKind:
+    name = path.name.lower()
+    for suffix, kind in ((".csv.zip", "csv.zip"), (".zip", "csv.zip"), (".csv.gz", "csv.gz"),
+                         (".csv", "csv"), (".parquet", "parquet")):  # fmt: skip
+        if name.endswith(suffix):
+            return kind  # type: ignore[return-value]
+    raise IngestError(
+        f"{path}: cannot tell the format from the name; use .csv, .csv.gz, .csv.zip or .parquet"
+    )
+
+
+def _safe_members(path: Path) -> list[zipfile.ZipInfo]:
+    """CSV members of a zip archive, refusing unsafe or unreadable ones (with the reason)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+    except zipfile.BadZipFile as e:
+        raise IngestError(f"{path}: not a readable zip archive ({e}); download the file again") from e
+    members = []
+    for info in infos:
+        if info.is_dir():
+            continue
+        name = info.filename
+        if name.startswith(("/", "\\")) or ".." in Path(name).parts or re.match(r"^[A-Za-z]:", name):
+            raise IngestError(f"{path}: member {name!r} has an absolute or parent path; refused")
+        if stat.S_ISLNK(info.external_attr >> 16):
+            raise IngestError(f"{path}: member {name!r} is a symbolic link; refused")
+        if info.flag_bits & 0x1:
+            raise IngestError(f"{path}: member {name!r} is encrypted; decrypt the archive first")
+        if name.lower().endswith(".csv"):
+            members.append(info)
+    if not members:
+        raise IngestError(
+            f"{path}: the archive holds no .csv member (members: {[i.filename for i in infos]})"
+        )
+    return members
+
+
+def discover(paths: Sequence[str | Path], *, state: str | None = None) -> list[Source]:
+    """Turn input paths into sources, checking each exists and has a state.
+
+    Raises
+    ------
+    IngestError
+        For a missing file, an unknown format, an unsafe archive, or a file whose name carries no state
+        when ``state`` is not given.
+    """
+    if state is not None and state.upper() not in US_STATES:
+        raise IngestError(f"--state must be a two-letter US state code; got {state!r}")
+    sources: list[Source] = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.is_file():
+            raise IngestError(f"{path}: no such file")
+        kind = _kind(path)
+        st = state.upper() if state else state_from_name(path.name)
+        if st is None:
+            raise IngestError(
+                f"{path}: the file name does not start with a state code (OPP names look like "
+                "nc_statewide_2020_04_01.csv.zip); pass --state XX"
+            )
+        if kind == "csv.zip":
+            members = _safe_members(path)
+            for info in members:
+                name = path.name if len(members) == 1 else f"{path.name}!{info.filename}"
+                sources.append(Source(path, name, kind, st, info.filename))
+        else:
+            sources.append(Source(path, path.name, kind, st))
+    names = [s.name for s in sources]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise IngestError(
+            f"two inputs share the identity {dupes}: a source's identity is its base name; rename one"
+        )
+    return sources
+
+
+def sha256_file(path: Path) -> str:
+    """SHA-256 of a file's bytes, streamed."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@contextmanager
+def open_decompressed(source: Source) -> Iterator[BinaryIO]:
+    """The source's decompressed CSV bytes as a stream (zip members are never written to disk)."""
+    if source.kind == "csv":
+        with source.path.open("rb") as f:
+            yield f
+    elif source.kind == "csv.gz":
+        with gzip.open(source.path, "rb") as f:
+            yield f  # type: ignore[misc]
+    elif source.kind == "csv.zip":
+        try:
+            with zipfile.ZipFile(source.path) as zf, zf.open(source.member or "") as f:
+                yield f  # type: ignore[misc]
+        except (zipfile.BadZipFile, zlib_error()) as e:
+            raise IngestError(f"{source.label}: the archive is corrupt or truncated ({e})") from e
+    else:
+        raise IngestError(f"{source.label}: parquet has no text stream")
+
+
+def zlib_error() -> type[Exception]:
+    """The zlib error class (imported lazily so the module loads fast)."""
+    import zlib
+
+    return zlib.error
+
+
+@dataclass(slots=True)
+class RecordCounter:
+    """Quote-aware count of CSV records in a byte stream, independent of any CSV parser.
+
+    Logical lines are counted the way CSV parsers number lines: a newline inside a quoted field does
+    not end a record. The counter keeps the logical line numbers of blank lines and, for records that
+    span several physical lines, how many newlines they hold; with those every logical line maps to
+    its physical line.
+    """
+
+    in_quote: bool = False
+    logical_lines: int = 0  # completed lines (terminators seen)
+    blank_lines: list[int] = field(default_factory=list)  # 1-based logical numbers
+    extra_newlines: dict[int, int] = field(default_factory=dict)  # logical line -> embedded newlines
+    first_line: bytearray = field(default_factory=bytearray)
+    _line_has_content: bool = False
+    _first_done: bool = False
+
+    def update(self, chunk: bytes) -> None:
+        """Feed the next bytes of the stream."""
+        if not chunk:
+            return
+        if not self._first_done:
+            end = chunk.find(b"\n")
+            self.first_line += chunk if end < 0 else chunk[:end]
+            self._first_done = end >= 0
+        arr = np.frombuffer(chunk, dtype=np.uint8)
+        newlines = np.flatnonzero(arr == _NEWLINE)
+        if self.in_quote or b'"' in chunk:
+            quotes = np.flatnonzero(arr == _QUOTE)
+            inside = ((np.searchsorted(quotes, newlines) + int(self.in_quote)) & 1).astype(bool)
+            terminators, embedded = newlines[~inside], newlines[inside]
+            self.in_quote = bool((quotes.size + int(self.in_quote)) & 1)
+        else:
+            terminators, embedded = newlines, newlines[:0]
+        base = self.logical_lines
+        if embedded.size:
+            owner = np.searchsorted(terminators, embedded) + base + 1
+            lines, counts = np.unique(owner, return_counts=True)
+            for line, count in zip(lines.tolist(), counts.tolist(), strict=True):
+                self.extra_newlines[line] = self.extra_newlines.get(line, 0) + count
+        if terminators.size:
+            starts = np.concatenate(([-1], terminators[:-1]))
+            lengths = terminators - starts - 1
+            carriage = np.zeros(terminators.size, dtype=bool)
+            has_prev = terminators > 0
+            carriage[has_prev] = arr[terminators[has_prev] - 1] == 13
+            blank = (lengths == 0) | ((lengths == 1) & carriage)
+            if self._line_has_content:
+                blank[0] = False
+            self.blank_lines.extend((np.flatnonzero(blank) + base + 1).tolist())
+            self.logical_lines += int(terminators.size)
+            self._line_has_content = arr.size - int(terminators[-1]) - 1 > 0
+        else:
+            self._line_has_content = True
+
+    def finish(self) -> RecordCount:
+        """Close the count; a last line without a newline still counts."""
+        last = self.logical_lines + (1 if self._line_has_content else 0)
+        return RecordCount(
+            logical_lines=last,
+            records=last - len(self.blank_lines),
+            blank_lines=tuple(self.blank_lines),
+            multiline=tuple(sorted(self.extra_newlines.items())),
+            unterminated_quote=self.in_quote,
+            header=bytes(self.first_line).rstrip(b"\r"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RecordCount:
+    """Result of :class:`RecordCounter`: records include the header line."""
+
+    logical_lines: int
+    records: int
+    blank_lines: tuple[int, ...]
+    multiline: tuple[tuple[int, int], ...]
+    unterminated_quote: bool
+    header: bytes
+
+    @property
+    def data_rows(self) -> int:
+        """Records after the header: the rows_read of a CSV source."""
+        return max(self.records - 1, 0)
+
+
+def parse_header(source: Source, header: bytes, encoding: str = "utf-8") -> list[str]:
+    """Column names from the header line (a BOM is dropped)."""
+    try:
+        text = header.decode(encoding)
+    except UnicodeDecodeError as e:
+        raise IngestError(
+            f"{source.label}, line 1: the header is not valid {encoding} ({e}); pass --encoding"
+        ) from e
+    text = text.lstrip("\ufeff")
+    if not text.strip():
+        raise IngestError(f"{source.label}, line 1: empty file or empty header line; nothing to ingest")
+    return next(csv.reader(io.StringIO(text)))
+
+
+class Feeder:
+    """Streams a source's decompressed bytes into a named pipe for DuckDB, counting records as it goes.
+
+    One pass over the archive does both jobs, so a zip member is never decompressed to disk and the
+    count stays independent of DuckDB's parser.
+    """
+
+    def __init__(self, source: Source, fifo: Path) -> None:
+        self.source = source
+        self.fifo = fifo
+        self.counter = RecordCounter()
+        self.error: BaseException | None = None
+        self.bytes_out = 0
+        self._thread = threading.Thread(target=self._run, name=f"feed:{source.name}", daemon=True)
+
+    def start(self) -> Feeder:
+        """Start streaming in a background thread."""
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            with open_decompressed(self.source) as src:
+                fd = os.open(self.fifo, os.O_WRONLY)
+                with os.fdopen(fd, "wb", buffering=0) as out:
+                    while chunk := src.read(CHUNK):
+                        self.counter.update(chunk)
+                        out.write(chunk)
+                        self.bytes_out += len(chunk)
+        except BrokenPipeError as e:  # the reader stopped early; it reports its own error
+            self.error = e
+        except BaseException as e:
+            self.error = e
+            _unblock_reader(self.fifo)
+
+    def join(self) -> RecordCount:
+        """Wait for the stream to end and return the count (re-raising a stream error)."""
+        self._thread.join()
+        if self.error is not None and not isinstance(self.error, BrokenPipeError):
+            if isinstance(self.error, IngestError):
+                raise self.error
+            raise IngestError(f"{self.source.label}: reading failed: {self.error}") from self.error
+        return self.counter.finish()
+
+
+def _unblock_reader(fifo: Path) -> None:
+    """Open the pipe for writing once so a reader blocked in open() sees end of file."""
+    try:
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def count_records(source: Source) -> RecordCount:
+    """Count records of a CSV source by a full quote-aware pass over its decompressed bytes."""
+    counter = RecordCounter()
+    with open_decompressed(source) as f:
+        while chunk := f.read(CHUNK):
+            counter.update(chunk)
+    return counter.finish()

@@ -1,0 +1,300 @@
+"""The store: Hive-partitioned Parquet stops, a quarantine, a manifest, and one commit point.
+
+Layout (DESIGN.md)::
+
+    DIR/stops/state=XX/year=YYYY/*.parquet   stored rows (NULL year: year=__HIVE_DEFAULT_PARTITION__)
+    DIR/quarantine/*.parquet                  rejected rows with line, column and reason
+    DIR/manifest.json                         one entry per source (hash, counts, status, parts)
+    DIR/.staging/                             work in progress; nothing else is ever partial
+
+A write is staged under ``DIR/.staging/<id>/`` and published by a journal: the journal's atomic
+rename to ``DIR/journal.json`` is the commit point; its operations (renames, deletions, the new
+manifest) are idempotent, so any command that opens the store first rolls a committed journal
+forward, or deletes uncommitted staging (roll back). A lock file serialises writers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from stopdisparity.errors import StoreError
+from stopdisparity.schema import QUARANTINE_COLUMNS, SCHEMA_VERSION
+
+STORE_FORMAT = "stopdisparity-store"
+MANIFEST = "manifest.json"
+JOURNAL = "journal.json"
+STAGING = ".staging"
+LOCK = ".lock"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON to ``path`` atomically (temporary file, fsync, rename, fsync of the directory)."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        json.dump(payload, f, indent=2, sort_keys=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+    _fsync_dir(path.parent)
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    """A staging area for one write; published all at once by :meth:`Store.commit`."""
+
+    store: Store
+    id: str
+
+    @property
+    def dir(self) -> Path:
+        """The transaction's staging directory."""
+        return self.store.root / STAGING / self.id
+
+
+@dataclass(frozen=True, slots=True)
+class Store:
+    """A store directory. Use :func:`open_store`; reading never changes stored rows."""
+
+    root: Path
+
+    # ----------------------------------------------------------------- paths
+    @property
+    def stops_dir(self) -> Path:
+        """Directory of the Hive-partitioned stop files."""
+        return self.root / "stops"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        """Directory of the quarantine files."""
+        return self.root / "quarantine"
+
+    @property
+    def stops_glob(self) -> str:
+        """Glob of every stored stop file."""
+        return str(self.stops_dir / "**" / "*.parquet")
+
+    # ------------------------------------------------------------- manifest
+    def manifest(self) -> dict[str, Any]:
+        """The manifest: store format, versions, and one entry per source under ``sources``."""
+        path = self.root / MANIFEST
+        if not path.exists():
+            return {"format": STORE_FORMAT, "schema_version": SCHEMA_VERSION, "sources": {}}
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise StoreError(f"{path}: manifest is not valid JSON ({e}); the store is damaged") from e
+        if data.get("format") != STORE_FORMAT:
+            raise StoreError(f"{path}: not a stopdisparity manifest (format={data.get('format')!r})")
+        return data
+
+    # --------------------------------------------------------------- reading
+    def has_stops(self) -> bool:
+        """Whether any stop file is stored."""
+        return self.stops_dir.is_dir() and any(self.stops_dir.rglob("*.parquet"))
+
+    def connect(self, *, memory_limit: str = "2GB", threads: int | None = None) -> duckdb.DuckDBPyConnection:
+        """An in-memory DuckDB connection with a ``stops`` view over the store (and ``quarantine``).
+
+        The memory limit bounds DuckDB whatever the store's size; spilling goes to a temporary
+        directory.
+        """
+        con = duckdb.connect(config=duckdb_config(memory_limit=memory_limit, threads=threads))
+        if self.has_stops():
+            con.execute(
+                "CREATE VIEW stops AS SELECT * FROM read_parquet($glob, hive_partitioning = true, "
+                "union_by_name = true, hive_types = {'state': VARCHAR, 'year': INTEGER})",
+                {"glob": self.stops_glob},
+            )
+        else:
+            con.execute(
+                "CREATE VIEW stops AS SELECT NULL::VARCHAR AS state, NULL::INTEGER AS year, "
+                "NULL::VARCHAR AS subject_race WHERE false"
+            )
+        return con
+
+    def scan(self) -> pl.LazyFrame:
+        """The stored stops as a polars LazyFrame (projection and partition pruning apply)."""
+        if not self.has_stops():
+            raise StoreError(f"{self.root}: the store holds no stops yet; run `stopdisparity ingest`")
+        return pl.scan_parquet(
+            self.stops_glob,
+            hive_partitioning=True,
+            hive_schema={"state": pl.String, "year": pl.Int32},
+            missing_columns="insert",
+            extra_columns="ignore",
+        )
+
+    def quarantine(self) -> pl.DataFrame:
+        """Every quarantined row (columns of DESIGN.md plus ``message``)."""
+        files = sorted(self.quarantine_dir.glob("*.parquet")) if self.quarantine_dir.is_dir() else []
+        schema = {name: _PL_TYPES[t] for name, t in QUARANTINE_COLUMNS.items()}
+        if not files:
+            return pl.DataFrame(schema=schema)
+        return pl.concat([pl.read_parquet(f) for f in files]).cast(schema)  # type: ignore[arg-type]
+
+    # ---------------------------------------------------------- transactions
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the store's writer lock (blocks until a concurrent writer finishes)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with (self.root / LOCK).open("a+") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    def recover(self) -> str | None:
+        """Finish or undo an interrupted write: roll a committed journal forward, drop other staging.
+
+        Call with the lock held. Returns "rolled_forward", "rolled_back" or None.
+        """
+        journal = self.root / JOURNAL
+        outcome = None
+        if journal.exists():
+            ops = json.loads(journal.read_text(encoding="utf-8"))
+            self._apply(ops["operations"])
+            journal.unlink()
+            _fsync_dir(self.root)
+            outcome = "rolled_forward"
+        staging = self.root / STAGING
+        if staging.is_dir() and any(staging.iterdir()):
+            shutil.rmtree(staging)
+            outcome = outcome or "rolled_back"
+        return outcome
+
+    def begin(self) -> Transaction:
+        """Open a staging area for a new write (call with the lock held, after :meth:`recover`)."""
+        tx = Transaction(self, uuid.uuid4().hex[:16])
+        tx.dir.mkdir(parents=True)
+        return tx
+
+    def commit(
+        self,
+        tx: Transaction,
+        moves: list[tuple[Path, Path]],
+        deletions: list[Path],
+        manifest: dict[str, Any],
+    ) -> None:
+        """Publish a transaction: staged files move into place, replaced ones go, the manifest last.
+
+        The journal's rename into ``DIR/journal.json`` is the single commit point.
+        """
+        staged_manifest = tx.dir / MANIFEST
+        write_json_atomic(staged_manifest, manifest)
+        ops: list[dict[str, str]] = [
+            {"op": "move", "src": self._rel(src), "dst": self._rel(dst)} for src, dst in moves
+        ]
+        ops += [{"op": "delete", "path": self._rel(p)} for p in deletions]
+        ops.append({"op": "move", "src": self._rel(staged_manifest), "dst": MANIFEST})
+        ops.append({"op": "rmtree", "path": self._rel(tx.dir)})
+        staged_journal = tx.dir / JOURNAL
+        write_json_atomic(staged_journal, {"transaction": tx.id, "operations": ops})
+        staged_journal.replace(self.root / JOURNAL)  # <- the commit point
+        _fsync_dir(self.root)
+        self._apply(ops)
+        (self.root / JOURNAL).unlink()
+        _fsync_dir(self.root)
+
+    def abort(self, tx: Transaction) -> None:
+        """Drop a transaction's staging area; the store stays as it was."""
+        shutil.rmtree(tx.dir, ignore_errors=True)
+
+    def _rel(self, path: Path) -> str:
+        return str(path.resolve().relative_to(self.root.resolve()))
+
+    def _apply(self, ops: list[dict[str, str]]) -> None:
+        touched: set[Path] = set()
+        for op in ops:
+            if op["op"] == "move":
+                src, dst = self.root / op["src"], self.root / op["dst"]
+                if src.exists():
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    src.replace(dst)
+                    touched.add(dst.parent)
+            elif op["op"] == "delete":
+                path = self.root / op["path"]
+                path.unlink(missing_ok=True)
+                touched.add(path.parent)
+                _remove_empty_parents(path.parent, stop=self.root)
+            elif op["op"] == "rmtree":
+                shutil.rmtree(self.root / op["path"], ignore_errors=True)
+            else:
+                raise StoreError(f"journal has an unknown operation {op!r}; the store is damaged")
+        for d in touched:
+            if d.exists():
+                _fsync_dir(d)
+
+
+def _remove_empty_parents(path: Path, *, stop: Path) -> None:
+    while path != stop and path.is_dir() and not any(path.iterdir()):
+        path.rmdir()
+        path = path.parent
+
+
+_PL_TYPES = {"VARCHAR": pl.String, "BIGINT": pl.Int64}
+
+
+def duckdb_config(*, memory_limit: str, threads: int | None, temp_directory: Path | None = None) -> dict:
+    """DuckDB settings shared by every connection: bounded memory, order kept, spill directory."""
+    config: dict[str, Any] = {"memory_limit": memory_limit, "preserve_insertion_order": True}
+    if threads is not None:
+        config["threads"] = threads
+    if temp_directory is not None:
+        config["temp_directory"] = str(temp_directory)
+    return config
+
+
+def open_store(path: str | Path, *, create: bool = False) -> Store:
+    """Open a store, finishing or undoing any interrupted write first.
+
+    Raises
+    ------
+    StoreError
+        If ``path`` does not exist (and ``create`` is false) or is not a store.
+    """
+    root = Path(path)
+    if not root.exists():
+        if not create:
+            raise StoreError(
+                f"{root}: no such store; create it with `stopdisparity ingest ... --store {root}`"
+            )
+        root.mkdir(parents=True)
+    elif not root.is_dir():
+        raise StoreError(f"{root}: not a directory")
+    elif any(root.iterdir()) and not (root / MANIFEST).exists() and not (root / JOURNAL).exists():
+        allowed = {LOCK, STAGING, "stops", "quarantine"}
+        if not {p.name for p in root.iterdir()} <= allowed:
+            raise StoreError(
+                f"{root}: the directory holds other files and no manifest.json; "
+                "point --store at an empty or existing store directory"
+            )
+    store = Store(root)
+    needs_recovery = (root / JOURNAL).exists() or (
+        (root / STAGING).is_dir() and any((root / STAGING).iterdir())
+    )
+    if needs_recovery:
+        with store.lock():
+            store.recover()
+    return store
