@@ -1,6 +1,6 @@
 """stopdisparity: racial disparities in police traffic stops, before and after a policy such as 287(g).
 
-The flat public API lives in :mod:`stopdisparity.api` and is re-exported here.
+The flat public API (:mod:`stopdisparity.api`) is re-exported here.
 """
 
 from __future__ import annotations
@@ -12,4 +12,19 @@ try:
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+unknown"
 
-__all__ = ["__version__"]
+from stopdisparity.api import (
+    ingest,
+    load_quarantine,
+    load_stops,
+    open_store,
+    stops_by_state_year_race,
+)
+
+__all__ = [
+    "__version__",
+    "ingest",
+    "load_quarantine",
+    "load_stops",
+    "open_store",
+    "stops_by_state_year_race",
+]

@@ -121,14 +121,11 @@ class Store:
         """
         con = duckdb.connect(config=duckdb_config(memory_limit=memory_limit, threads=threads))
         if self.has_stops():
-            con.execute(
-                "CREATE VIEW stops AS SELECT * FROM read_parquet($glob, hive_partitioning = true, "
-                "union_by_name = true, hive_types = {'state': VARCHAR, 'year': INTEGER})",
-                {"glob": self.stops_glob},
-            )
+            # the relation API binds the path as a value (a view's SQL text cannot take parameters)
+            con.read_parquet(self.stops_glob, hive_partitioning=True, union_by_name=True).create_view("stops")
         else:
             con.execute(
-                "CREATE VIEW stops AS SELECT NULL::VARCHAR AS state, NULL::INTEGER AS year, "
+                "CREATE VIEW stops AS SELECT NULL::VARCHAR AS state, NULL::BIGINT AS year, "
                 "NULL::VARCHAR AS subject_race WHERE false"
             )
         return con
@@ -140,7 +137,7 @@ class Store:
         return pl.scan_parquet(
             self.stops_glob,
             hive_partitioning=True,
-            hive_schema={"state": pl.String, "year": pl.Int32},
+            hive_schema={"state": pl.String, "year": pl.Int64},
             missing_columns="insert",
             extra_columns="ignore",
         )

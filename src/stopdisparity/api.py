@@ -1,0 +1,63 @@
+"""The flat public verbs of stopdisparity, re-exported by the package; the CLI is a thin layer over them.
+
+Each verb takes and returns plain values and polars frames; none prints, plots or caches.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from stopdisparity.ingest import IngestReport, ProgressFn
+from stopdisparity.ingest import ingest as _ingest
+from stopdisparity.sql import query_frame
+from stopdisparity.store import Store, open_store
+
+
+def ingest(
+    paths: list[str | Path] | tuple[str | Path, ...],
+    store: str | Path,
+    *,
+    state: str | None = None,
+    memory_limit: str = "2GB",
+    threads: int | None = None,
+    encoding: str = "utf-8",
+    progress: ProgressFn | None = None,
+) -> IngestReport:
+    """Ingest OPP files into a store; see :func:`stopdisparity.ingest.ingest`."""
+    return _ingest(
+        paths,
+        store,
+        state=state,
+        memory_limit=memory_limit,
+        threads=threads,
+        encoding=encoding,
+        progress=progress,
+    )
+
+
+def load_stops(store: str | Path | Store) -> pl.LazyFrame:
+    """The stored stops as a polars LazyFrame (filter and select before ``collect``)."""
+    return _store(store).scan()
+
+
+def load_quarantine(store: str | Path | Store) -> pl.DataFrame:
+    """Every quarantined row with its source file, line, column and reason."""
+    return _store(store).quarantine()
+
+
+def stops_by_state_year_race(store: str | Path | Store, *, memory_limit: str = "2GB") -> pl.DataFrame:
+    """Stops by state, year and race, aggregated in DuckDB (``count_stops_by_state_year_race.sql``)."""
+    con = _store(store).connect(memory_limit=memory_limit)
+    try:
+        return query_frame(con, "count_stops_by_state_year_race")
+    finally:
+        con.close()
+
+
+def _store(store: str | Path | Store) -> Store:
+    return store if isinstance(store, Store) else open_store(store)
+
+
+__all__ = ["ingest", "load_quarantine", "load_stops", "open_store", "stops_by_state_year_race"]

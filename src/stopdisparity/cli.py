@@ -1,0 +1,214 @@
+"""The ``stopdisparity`` command line: a thin typer layer over :mod:`stopdisparity.api`.
+
+Machine-readable output (``--json``) goes to stdout as exactly one JSON document; progress bars and
+logs go to stderr. Exit status 0 means the command did its work (an ingest committed, quarantined
+rows or not); non-zero means nothing changed, and stderr says why.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import polars as pl
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+
+from stopdisparity.errors import StopDisparityError
+
+app = typer.Typer(
+    name="stopdisparity",
+    help="Racial disparities in police traffic stops, before and after a policy such as 287(g).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+
+
+def _fail(e: Exception) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+    return typer.Exit(code=2)
+
+
+def _emit_json(payload: Any) -> None:
+    sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each step to stderr.")] = False,
+) -> None:
+    """Measure racial disparities in traffic stops and how they change when a policy starts or ends."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Argument(help="Directory to write the OPP-format files and truth.json into.")],
+    rows: Annotated[int, typer.Option(help="Total stops across all files.")] = 200_000,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives byte-identical files.")] = 1,
+    scenario: Annotated[
+        str, typer.Option(help="Planted-effect scenario (see `synth.SCENARIOS`).")
+    ] = "constant",
+    state: Annotated[
+        list[str] | None, typer.Option("--state", help="Only these states (NC, SC); repeatable.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print truth.json's content to stdout.")] = False,
+) -> None:
+    """Write synthetic stops in the exact OPP format, with the planted truth in truth.json."""
+    from stopdisparity import synth as synth_mod
+
+    try:
+        kwargs: dict[str, Any] = {"scenario": scenario}
+        if state:
+            kwargs["states"] = tuple(s.upper() for s in state)
+        spec = synth_mod.SynthSpec(**kwargs)
+        truth = synth_mod.write_opp_files(out, spec, rows=rows, seed=seed, progress=not quiet)
+    except StopDisparityError as e:
+        raise _fail(e) from e
+    if as_json:
+        _emit_json(truth)
+    elif not quiet:
+        err.print(f"wrote {rows:,} stops to {out} (truth in {out / 'truth.json'})")
+
+
+@app.command()
+def ingest(
+    files: Annotated[list[Path], typer.Argument(help="OPP files: .csv, .csv.gz, .csv.zip or .parquet.")],
+    store: Annotated[Path, typer.Option("--store", help="Store directory (created if missing).")],
+    state: Annotated[
+        str | None, typer.Option("--state", help="State for every file (default: from the file name).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON report to stdout.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
+    memory_limit: Annotated[str, typer.Option(help="DuckDB memory limit, e.g. 2GB.")] = "2GB",
+    threads: Annotated[int | None, typer.Option(help="DuckDB threads (default: all cores).")] = None,
+    encoding: Annotated[str, typer.Option(help="Text encoding of CSV files (utf-8, latin-1).")] = "utf-8",
+) -> None:
+    """Ingest OPP stop files into a store; every row is stored or quarantined with a reason."""
+    from stopdisparity.api import ingest as api_ingest
+
+    try:
+        if quiet:
+            report = api_ingest(
+                files, store, state=state, memory_limit=memory_limit, threads=threads, encoding=encoding
+            )
+        else:
+            with _byte_progress() as callback:
+                report = api_ingest(
+                    files,
+                    store,
+                    state=state,
+                    memory_limit=memory_limit,
+                    threads=threads,
+                    encoding=encoding,
+                    progress=callback,
+                )
+    except StopDisparityError as e:
+        raise _fail(e) from e
+    if as_json:
+        _emit_json(report.to_json())
+    elif not quiet:
+        for f in report.files:
+            err.print(
+                f"{f.name}: {f.status}; read {f.rows_read:,}, stored {f.rows_stored:,}, "
+                f"quarantined {f.rows_quarantined:,}"
+                + (
+                    f" ({', '.join(f'{k} {v:,}' for k, v in f.quarantine_reasons.items())})"
+                    if f.rows_quarantined
+                    else ""
+                )
+                + (
+                    f"; {f.rows_without_county:,} rows without a county FIPS" if f.rows_without_county else ""
+                ),
+                highlight=False,
+            )
+        err.print(
+            f"total: read {report.rows_read:,} = stored {report.rows_stored:,} + quarantined "
+            f"{report.rows_quarantined:,}",
+            highlight=False,
+        )
+
+
+class _byte_progress:
+    """A rich progress bar on stderr, one task per source, advanced by bytes read."""
+
+    def __enter__(self) -> Any:
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=False,
+        )
+        self.progress.__enter__()
+        self.tasks: dict[str, Any] = {}
+
+        def callback(name: str, done: int, total: int | None) -> None:
+            if name not in self.tasks:
+                self.tasks[name] = self.progress.add_task(name, total=total)
+            self.progress.update(self.tasks[name], completed=done, total=total)
+
+        return callback
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(None, None, None)
+
+
+@app.command()
+def summary(
+    store: Annotated[Path, typer.Option("--store", help="Store directory.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print rows as JSON to stdout.")] = False,
+) -> None:
+    """Stops by state, year and race in a store, with the manifest's reconciliation."""
+    from rich.table import Table
+
+    from stopdisparity.api import open_store, stops_by_state_year_race
+
+    try:
+        st = open_store(store)
+        counts = stops_by_state_year_race(st)
+        manifest = st.manifest()
+    except StopDisparityError as e:
+        raise _fail(e) from e
+    if as_json:
+        _emit_json(counts.to_dicts())
+        return
+    from stopdisparity.schema import RACES
+
+    wide = counts.pivot(on="subject_race", index=["state", "year"], values="stops", sort_columns=True)
+    present = [c for c in wide.columns if c not in ("state", "year")]
+    races = [r for r in RACES if r in present] + [r for r in present if r not in RACES]
+    wide = wide.with_columns(pl.col(races).fill_null(0))
+    table = Table(title=f"Stops by state, year and race — {store}")
+    for col in ("state", "year", *races, "total"):
+        table.add_column(col, justify="left" if col == "state" else "right")
+    for row in wide.iter_rows(named=True):
+        total = sum(row[r] for r in races)
+        table.add_row(
+            row["state"], "NA" if row["year"] is None else str(row["year"]),
+            *[f"{row[r]:,}" for r in races], f"{total:,}",
+        )  # fmt: skip
+    out = Console()
+    out.print(table)
+    for name, entry in manifest["sources"].items():
+        out.print(
+            f"{name}: read {entry['rows_read']:,} = stored {entry['rows_stored']:,} + quarantined "
+            f"{entry['rows_quarantined']:,}; sha256 {entry['sha256'][:12]}…",
+            highlight=False,
+        )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
