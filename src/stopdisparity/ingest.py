@@ -175,15 +175,15 @@ def check_params(columns: Sequence[Column]) -> dict[str, Any]:
 def stored_fragments(
     columns: Sequence[Column], checked: str, *, line_join: bool, has_county: bool
 ) -> dict[str, str]:
-    """Fragments of ``stage_stops.sql``: every canonical column (NULL when absent), then raw/extra."""
+    """Fragments of ``stage_stops.sql``: the source's canonical columns, cast, then raw/extra ones."""
     present = {c.name: c for c in columns}
-    select = []
-    for name, kind in CANONICAL_COLUMNS.items():
-        ident = quote_identifier(name)
-        if name in present:
-            select.append(f"{cast_expression('c.' + ident, kind)} AS {ident}")
-        else:
-            select.append(f"CAST(NULL AS {DUCKDB_TYPE[kind]}) AS {ident}")
+    # only the source's own columns are written (an all-NULL column costs DuckDB's writer dearly);
+    # Store.connect/scan add the absent canonical columns as typed NULLs
+    select = [
+        f"{cast_expression('c.' + quote_identifier(name), kind)} AS {quote_identifier(name)}"
+        for name, kind in CANONICAL_COLUMNS.items()
+        if name in present
+    ]
     select += [f"c.{quote_identifier(c.name)}" for c in columns if c.kind in ("raw", "extra")]
     date = f"c.{quote_identifier('date')}"
     return {

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -162,10 +163,13 @@ def run_query(
         Naming the ``.sql`` file and the bound parameters, for wrong parameters or a DuckDB error.
     """
     sql, bound = prepare(name, params, fragments=fragments)
+    started = time.perf_counter()
     try:
-        return con.execute(sql, bound) if bound else con.execute(sql)
+        result = con.execute(sql, bound) if bound else con.execute(sql)
     except duckdb.Error as e:
         raise QueryError(f"{name}.sql failed with parameters {_short(bound)}: {e}") from e
+    log.debug("query %s took %.2f s", name, time.perf_counter() - started)
+    return result
 
 
 def query_frame(

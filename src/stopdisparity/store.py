@@ -30,7 +30,14 @@ import duckdb
 import polars as pl
 
 from stopdisparity.errors import StoreError
-from stopdisparity.schema import QUARANTINE_COLUMNS, SCHEMA_VERSION
+from stopdisparity.schema import (
+    CANONICAL_COLUMNS,
+    DUCKDB_TYPE,
+    LINEAGE_COLUMNS,
+    QUARANTINE_COLUMNS,
+    SCHEMA_VERSION,
+    quote_identifier,
+)
 
 STORE_FORMAT = "stopdisparity-store"
 MANIFEST = "manifest.json"
@@ -120,27 +127,59 @@ class Store:
         directory.
         """
         con = duckdb.connect(config=duckdb_config(memory_limit=memory_limit, threads=threads))
+        schema = self.schema()
         if self.has_stops():
             # the relation API binds the path as a value (a view's SQL text cannot take parameters)
-            con.read_parquet(self.stops_glob, hive_partitioning=True, union_by_name=True).create_view("stops")
-        else:
-            con.execute(
-                "CREATE VIEW stops AS SELECT NULL::VARCHAR AS state, NULL::BIGINT AS year, "
-                "NULL::VARCHAR AS subject_race WHERE false"
+            files = con.read_parquet(self.stops_glob, hive_partitioning=True, union_by_name=True)
+            files.create_view("stop_files")
+            present = set(files.columns)
+            select = ", ".join(
+                quote_identifier(name)
+                if name in present
+                else f"CAST(NULL AS {sql_type}) AS {quote_identifier(name)}"
+                for name, (sql_type, _) in schema.items()
             )
+            con.execute(f"CREATE VIEW stops AS SELECT {select} FROM stop_files")
+        else:
+            select = ", ".join(f"CAST(NULL AS {t}) AS {quote_identifier(n)}" for n, (t, _) in schema.items())
+            con.execute(f"CREATE VIEW stops AS SELECT {select} WHERE false")
         return con
+
+    def schema(self) -> dict[str, tuple[str, pl.DataType]]:
+        """Every column of the stops view with its DuckDB and polars type, in order.
+
+        All canonical OPP columns (typed NULL where no source has them), then each source's raw_* and
+        extra columns (strings), then lineage and the partition keys.
+        """
+        extra: dict[str, None] = {}
+        for entry in self.manifest()["sources"].values():
+            for name in entry.get("columns", []):
+                if name not in CANONICAL_COLUMNS:
+                    extra[name] = None
+        out: dict[str, tuple[str, pl.DataType]] = {}
+        for name, kind in CANONICAL_COLUMNS.items():
+            out[name] = (DUCKDB_TYPE[kind], _PL_TYPES[DUCKDB_TYPE[kind]])
+        for name in extra:
+            out[name] = ("VARCHAR", pl.String())
+        for name, sql_type in LINEAGE_COLUMNS.items():
+            out[name] = (sql_type, _PL_TYPES[sql_type])
+        out["state"] = ("VARCHAR", pl.String())
+        out["year"] = ("BIGINT", pl.Int64())
+        return out
 
     def scan(self) -> pl.LazyFrame:
         """The stored stops as a polars LazyFrame (projection and partition pruning apply)."""
         if not self.has_stops():
             raise StoreError(f"{self.root}: the store holds no stops yet; run `stopdisparity ingest`")
+        schema = {name: pl_type for name, (_, pl_type) in self.schema().items()}
+        file_schema = {k: v for k, v in schema.items() if k not in ("state", "year")}
         return pl.scan_parquet(
             self.stops_glob,
+            schema=file_schema,
             hive_partitioning=True,
             hive_schema={"state": pl.String, "year": pl.Int64},
             missing_columns="insert",
-            extra_columns="ignore",
-        )
+        ).select(list(schema))
 
     def quarantine(self) -> pl.DataFrame:
         """Every quarantined row (columns of DESIGN.md plus ``message``)."""
@@ -250,7 +289,14 @@ def _remove_empty_parents(path: Path, *, stop: Path) -> None:
         path = path.parent
 
 
-_PL_TYPES = {"VARCHAR": pl.String, "BIGINT": pl.Int64}
+_PL_TYPES: dict[str, pl.DataType] = {
+    "VARCHAR": pl.String(),
+    "BIGINT": pl.Int64(),
+    "DOUBLE": pl.Float64(),
+    "DATE": pl.Date(),
+    "TIME": pl.Time(),
+    "BOOLEAN": pl.Boolean(),
+}
 
 
 def duckdb_config(*, memory_limit: str, threads: int | None, temp_directory: Path | None = None) -> dict:
