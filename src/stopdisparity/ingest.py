@@ -145,7 +145,7 @@ def failure_condition(ref: str, column: Column) -> str | None:
     return None
 
 
-def checked_sql(columns: Sequence[Column], table: str, *, skip_join: bool) -> str:
+def checked_sql(columns: Sequence[Column], table: str, *, skip_join: bool, first_line: int = 2) -> str:
     """The ``check_source_rows`` sub-query for a source's columns (shared by staging and quarantine)."""
     refs = [f"p.{quote_identifier(c.name)}" for c in columns]
     cases = [
@@ -158,7 +158,7 @@ def checked_sql(columns: Sequence[Column], table: str, *, skip_join: bool) -> st
             "table": table,
             "header_fields": ", ".join(refs),
             "fail_cases": "\n        ".join(cases),
-            "logical_line": "p.rowid + 2 + coalesce(s.k, 0)" if skip_join else "p.rowid + 2",
+            "logical_line": f"p.rowid + {first_line:d}" + (" + coalesce(s.k, 0)" if skip_join else ""),
             "skip_join": "ASOF LEFT JOIN skip_offsets AS s ON p.rowid >= s.threshold" if skip_join else "",
         }
     )
@@ -243,7 +243,7 @@ def _parse_csv(
     progress: ProgressFn | None,
 ) -> tuple[list[Column], RecordCount]:
     """Parse a CSV source into table parsed_{index}; count its records independently meanwhile."""
-    total = source.path.stat().st_size if source.kind == "csv" else None
+    total: int | None = source.path.stat().st_size
     if source.kind == "csv.zip":
         import zipfile
 
@@ -270,7 +270,8 @@ def _parse_csv(
 
         def _count() -> None:
             try:
-                result["count"] = count_records(source)
+                report = None if progress is None else (lambda done: progress(source.name, done, total))
+                result["count"] = count_records(source, on_bytes=report)
             except BaseException as e:
                 result["error"] = e
 
@@ -282,8 +283,6 @@ def _parse_csv(
         if "error" in result:
             raise IngestError(f"{source.label}: counting records failed: {result['error']}")
         count = result["count"]  # type: ignore[assignment]
-        if progress and total:
-            progress(source.name, total, total)
     if count.unterminated_quote:
         log.warning("%s: the file ends inside a quoted field", source.label)
     return columns, count  # type: ignore[return-value]
@@ -396,13 +395,9 @@ def _offsets(con: duckdb.DuckDBPyConnection, index: int, count: RecordCount | No
         {"threshold": [0] + [t for t, _ in extra_rows], "extra": [0] + [e for _, e in extra_rows]},
         schema={"threshold": pl.Int64, "extra": pl.Int64},
     )
-    if count is None:  # parquet: row r is "line" r + 1 (no header); rowid + 2 - 1
-        lines = pl.DataFrame(
-            {"threshold": [0], "extra": [-1]}, schema={"threshold": pl.Int64, "extra": pl.Int64}
-        )
     con.register("skip_offsets", skip)
     con.register("line_offsets", lines)
-    return bool(thresholds), bool(extra_rows) or count is None
+    return bool(thresholds), bool(extra_rows)
 
 
 def _stage_source(
@@ -429,7 +424,9 @@ def _stage_source(
         rows_read = count.data_rows
     has_skips, has_lines = _offsets(con, index, count)
     table = f"parsed_{index}"
-    checked = checked_sql(columns, table, skip_join=has_skips)
+    # a CSV's first data record is line 2 (after the header); a Parquet file's first row is row 1
+    first_line = 1 if source.kind == "parquet" else 2
+    checked = checked_sql(columns, table, skip_join=has_skips, first_line=first_line)
     params = check_params(columns)
 
     # fail codes: 0 = repeated header; i = column i failed its cast or vocabulary
@@ -592,9 +589,7 @@ def ingest(
             return IngestReport(str(st.root), tuple(_unchanged(s, sha, known) for s, sha, _ in plan))
         tx = st.begin()
         try:
-            report = _run(
-                st, tx, plan, known, manifest, memory_limit, threads, encoding, max_line_size, progress
-            )
+            report = _run(st, tx, plan, known, memory_limit, threads, encoding, max_line_size, progress)
         except BaseException:
             st.abort(tx)
             raise
@@ -613,7 +608,6 @@ def _run(
     tx: Transaction,
     plan: list[tuple[Source, str, str]],
     known: dict[str, Any],
-    manifest: dict[str, Any],
     memory_limit: str,
     threads: int | None,
     encoding: str,
@@ -681,7 +675,6 @@ def _run(
         "polars_version": pl.__version__,
         "sources": dict(sorted(sources.items())),
     }
-    _ = manifest
     st.commit(tx, moves, deletions, new_manifest)
     return IngestReport(str(st.root), tuple(reports))
 

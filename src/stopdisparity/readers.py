@@ -17,7 +17,7 @@ import re
 import stat
 import threading
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -328,10 +328,26 @@ def _unblock_reader(fifo: Path) -> None:
         pass
 
 
-def count_records(source: Source) -> RecordCount:
-    """Count records of a CSV source by a full quote-aware pass over its decompressed bytes."""
+def count_records(source: Source, *, on_bytes: Callable[[int], None] | None = None) -> RecordCount:
+    """Count records of a CSV source by a full quote-aware pass over its decompressed bytes.
+
+    ``on_bytes`` is called after each chunk with the bytes of the file on disk consumed so far
+    (compressed bytes for .csv.gz, decompressed member bytes for a zip member).
+    """
     counter = RecordCounter()
+    if source.kind in ("csv", "csv.gz"):
+        with source.path.open("rb") as raw:
+            stream: BinaryIO = gzip.GzipFile(fileobj=raw) if source.kind == "csv.gz" else raw  # type: ignore[assignment]
+            while chunk := stream.read(CHUNK):
+                counter.update(chunk)
+                if on_bytes is not None:
+                    on_bytes(raw.tell())
+        return counter.finish()
+    done = 0
     with open_decompressed(source) as f:
         while chunk := f.read(CHUNK):
             counter.update(chunk)
+            done += len(chunk)
+            if on_bytes is not None:
+                on_bytes(done)
     return counter.finish()
