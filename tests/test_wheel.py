@@ -59,7 +59,15 @@ def test_wheel_installs_and_runs_outside_repo(tmp_path: Path) -> None:
     files = sorted(p.name for p in (work / "raw").glob("*.csv.zip"))
     assert files and all(f.startswith(("nc_statewide_", "sc_statewide_")) for f in files)
     out = _run(
-        [str(exe), "ingest", *[str(work / "raw" / f) for f in files], "--store", "store", "--json", "--quiet"],
+        [
+            str(exe),
+            "ingest",
+            *[str(work / "raw" / f) for f in files],
+            "--store",
+            "store",
+            "--json",
+            "--quiet",
+        ],
         work,
         env,
     )

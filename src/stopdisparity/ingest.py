@@ -136,8 +136,13 @@ def cast_expression(ref: str, kind: str) -> str:
 def failure_condition(ref: str, column: Column) -> str | None:
     """SQL that is true when a present value of ``column`` does not cast or is outside its vocabulary."""
     kind = column.kind
-    if kind in ("date", "time", "double"):
+    if kind == "date":
         return f"{_nonempty(ref)} AND {cast_expression(ref, kind)} IS NULL"
+    if kind == "time":  # DuckDB accepts 24:00:00, which other readers cannot hold
+        cast = cast_expression(ref, kind)
+        return f"{_nonempty(ref)} AND ({cast} IS NULL OR {cast} >= TIME '24:00:00')"
+    if kind == "double":  # inf, nan and overflowing numbers are not measurements
+        return f"{_nonempty(ref)} AND NOT coalesce(isfinite({cast_expression(ref, kind)}), false)"
     if kind == "boolean":
         return f"{_nonempty(ref)} AND upper({ref}) NOT IN ('TRUE', 'FALSE')"
     if kind == "enum":
@@ -255,7 +260,7 @@ def _parse_csv(
         read_path, compression = str(fifo), "none"
         # the header is needed before DuckDB starts: read it from a separate short stream
         header = _read_header(source)
-        columns = classify_columns(parse_header(source, header, encoding), source=source.label)
+        columns = _classify(parse_header(source, header, encoding), source)
         feeder.start()
         _watch(feeder, source.name, total, progress)
         try:
@@ -265,7 +270,7 @@ def _parse_csv(
         count = feeder.join()
     else:
         header = _read_header(source)
-        columns = classify_columns(parse_header(source, header, encoding), source=source.label)
+        columns = _classify(parse_header(source, header, encoding), source)
         result: dict[str, RecordCount | BaseException] = {}
 
         def _count() -> None:
@@ -286,6 +291,14 @@ def _parse_csv(
     if count.unterminated_quote:
         log.warning("%s: the file ends inside a quoted field", source.label)
     return columns, count  # type: ignore[return-value]
+
+
+def _classify(names: Sequence[str], source: Source) -> list[Column]:
+    """Classify a source's columns; a bad header is an input problem, reported as IngestError."""
+    try:
+        return classify_columns(names, source=source.label)
+    except SchemaError as e:
+        raise IngestError(f"{e}; the store is unchanged") from e
 
 
 def _watch(feeder: Feeder, name: str, total: int | None, progress: ProgressFn | None) -> None:
@@ -360,7 +373,7 @@ def _parse_parquet(con: duckdb.DuckDBPyConnection, source: Source, index: int) -
 
     meta = pq.ParquetFile(source.path)
     names = meta.schema_arrow.names
-    columns = classify_columns(names, source=source.label)
+    columns = _classify(names, source)
     text = ", ".join(
         f"CAST({quote_identifier(c.name)} AS VARCHAR) AS {quote_identifier(c.name)}" for c in columns
     )
@@ -522,8 +535,8 @@ def _fail_message(column: Column) -> str:
         return f"{column.name} must be NA or one of {list(VOCABULARIES[column.name])}"
     expected = {
         "date": "an ISO date (YYYY-MM-DD)",
-        "time": "a time HH:MM:SS or HH:MM",
-        "double": "a number",
+        "time": "a time HH:MM:SS or HH:MM before 24:00",
+        "double": "a finite number",
         "boolean": "TRUE or FALSE",
     }.get(column.kind, "text")
     return f"{column.name} must be NA or {expected}"
@@ -591,7 +604,8 @@ def ingest(
         try:
             report = _run(st, tx, plan, known, memory_limit, threads, encoding, max_line_size, progress)
         except BaseException:
-            st.abort(tx)
+            if not st.committed(tx):  # after the commit point, recovery rolls forward instead
+                st.abort(tx)
             raise
     return report
 

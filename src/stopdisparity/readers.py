@@ -31,7 +31,7 @@ from stopdisparity.schema import US_STATES
 SourceKind = Literal["csv", "csv.gz", "csv.zip", "parquet"]
 CHUNK = 8 << 20
 _OPP_NAME = re.compile(r"^(?P<state>[a-z]{2})_(?P<place>[a-z0-9_]+?)_(?P<date>\d{4}_\d{2}_\d{2})\b")
-_QUOTE, _NEWLINE = 34, 10
+_QUOTE, _NEWLINE, _COMMA, _CARRIAGE = 34, 10, 44, 13
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,8 +155,11 @@ def open_decompressed(source: Source) -> Iterator[BinaryIO]:
         with source.path.open("rb") as f:
             yield f
     elif source.kind == "csv.gz":
-        with gzip.open(source.path, "rb") as f:
-            yield f  # type: ignore[misc]
+        try:
+            with gzip.open(source.path, "rb") as f:
+                yield f  # type: ignore[misc]
+        except (OSError, EOFError, zlib_error()) as e:
+            raise IngestError(f"{source.label}: the gzip stream is corrupt or truncated ({e})") from e
     elif source.kind == "csv.zip":
         try:
             with zipfile.ZipFile(source.path) as zf, zf.open(source.member or "") as f:
@@ -179,17 +182,21 @@ class RecordCounter:
     """Quote-aware count of CSV records in a byte stream, independent of any CSV parser.
 
     Logical lines are counted the way CSV parsers number lines: a newline inside a quoted field does
-    not end a record. The counter keeps the logical line numbers of blank lines and, for records that
-    span several physical lines, how many newlines they hold; with those every logical line maps to
-    its physical line.
+    not end a record. A quoted field opens only at the start of a field (after a comma or at the
+    start of a line), so a stray quote inside an unquoted value (``12" wide``) changes nothing. The
+    counter keeps the logical line numbers of blank lines and, for records that span several
+    physical lines, how many newlines they hold; with those every logical line maps to its physical
+    line. Bytes after the last newline are carried to the next chunk, so the result does not depend
+    on where the stream is cut.
     """
 
     in_quote: bool = False
-    logical_lines: int = 0  # completed lines (terminators seen)
+    logical_lines: int = 0  # completed logical lines (terminating newlines seen)
     blank_lines: list[int] = field(default_factory=list)  # 1-based logical numbers
     extra_newlines: dict[int, int] = field(default_factory=dict)  # logical line -> embedded newlines
     first_line: bytearray = field(default_factory=bytearray)
-    _line_has_content: bool = False
+    _tail: bytes = b""  # bytes after the last newline, carried to the next chunk
+    _continues: bool = False  # the next line continues a quoted field
     _first_done: bool = False
 
     def update(self, chunk: bytes) -> None:
@@ -200,39 +207,77 @@ class RecordCounter:
             end = chunk.find(b"\n")
             self.first_line += chunk if end < 0 else chunk[:end]
             self._first_done = end >= 0
-        arr = np.frombuffer(chunk, dtype=np.uint8)
+        data = self._tail + chunk if self._tail else chunk
+        end = data.rfind(b"\n")
+        if end < 0:
+            self._tail = data
+            return
+        self._tail = data[end + 1 :]
+        self._complete_lines(data[: end + 1])
+
+    def _complete_lines(self, data: bytes) -> None:
+        """Account for ``data``, which starts at a physical line start and ends with a newline."""
+        arr = np.frombuffer(data, dtype=np.uint8)
         newlines = np.flatnonzero(arr == _NEWLINE)
-        if self.in_quote or b'"' in chunk:
+        n = newlines.size
+        starts = np.empty(n, dtype=np.int64)
+        starts[0] = 0
+        starts[1:] = newlines[:-1] + 1
+        lengths = newlines - starts
+        embedded = np.zeros(n, dtype=bool)
+        if self.in_quote or b'"' in data:
             quotes = np.flatnonzero(arr == _QUOTE)
-            inside = ((np.searchsorted(quotes, newlines) + int(self.in_quote)) & 1).astype(bool)
-            terminators, embedded = newlines[~inside], newlines[inside]
-            self.in_quote = bool((quotes.size + int(self.in_quote)) & 1)
-        else:
-            terminators, embedded = newlines, newlines[:0]
-        base = self.logical_lines
-        if embedded.size:
-            owner = np.searchsorted(terminators, embedded) + base + 1
-            lines, counts = np.unique(owner, return_counts=True)
-            for line, count in zip(lines.tolist(), counts.tolist(), strict=True):
+            line_of = np.searchsorted(newlines, quotes)
+            counts = np.bincount(line_of, minlength=n)
+            before = np.where(quotes > 0, arr[np.maximum(quotes - 1, 0)], _NEWLINE)
+            opener = (before == _COMMA) | (before == _NEWLINE)
+            opens = np.bincount(line_of[opener], minlength=n) > 0
+            state, pos = self.in_quote, 0
+            # the quote state can change only on lines with an odd number of quotes
+            for i in np.flatnonzero(counts & 1).tolist():
+                if state:
+                    embedded[pos:i] = True
+                    state = False  # line i closes the quoted field: its newline ends the record
+                elif opens[i]:
+                    embedded[i] = True
+                    state = True
+                pos = i + 1
+            if state:
+                embedded[pos:] = True
+            self.in_quote = state
+        terminator = ~embedded
+        # logical line owning each physical line = lines terminated before it + 1
+        owner = self.logical_lines + np.cumsum(terminator) - terminator + 1
+        if embedded.any():
+            lines, extra = np.unique(owner[embedded], return_counts=True)
+            for line, count in zip(lines.tolist(), extra.tolist(), strict=True):
                 self.extra_newlines[line] = self.extra_newlines.get(line, 0) + count
-        if terminators.size:
-            starts = np.concatenate(([-1], terminators[:-1]))
-            lengths = terminators - starts - 1
-            carriage = np.zeros(terminators.size, dtype=bool)
-            has_prev = terminators > 0
-            carriage[has_prev] = arr[terminators[has_prev] - 1] == 13
-            blank = (lengths == 0) | ((lengths == 1) & carriage)
-            if self._line_has_content:
-                blank[0] = False
-            self.blank_lines.extend((np.flatnonzero(blank) + base + 1).tolist())
-            self.logical_lines += int(terminators.size)
-            self._line_has_content = arr.size - int(terminators[-1]) - 1 > 0
-        else:
-            self._line_has_content = True
+        carriage = np.zeros(n, dtype=bool)
+        has_byte = lengths > 0
+        carriage[has_byte] = arr[newlines[has_byte] - 1] == _CARRIAGE
+        # a blank record: a terminating line with no bytes but an optional \r, not inside a field
+        continues = np.zeros(n, dtype=bool)
+        continues[1:] = embedded[:-1]
+        continues[0] = self._continues
+        blank = terminator & ~continues & ((lengths == 0) | ((lengths == 1) & carriage))
+        self.blank_lines.extend(owner[blank].tolist())
+        self.logical_lines += int(terminator.sum())
+        self._continues = bool(embedded[-1])
 
     def finish(self) -> RecordCount:
         """Close the count; a last line without a newline still counts."""
-        last = self.logical_lines + (1 if self._line_has_content else 0)
+        if self._tail:
+            tail, self._tail = self._tail, b""
+            before = self.logical_lines
+            self._complete_lines(tail + b"\n")
+            if (
+                self.logical_lines > before
+                and self.blank_lines
+                and self.blank_lines[-1] == self.logical_lines
+            ):
+                self.blank_lines.pop()  # a lone trailing "\r" is not a record
+                self.logical_lines -= 1
+        last = self.logical_lines + (1 if self.in_quote else 0)  # an unterminated quoted record
         return RecordCount(
             logical_lines=last,
             records=last - len(self.blank_lines),

@@ -35,8 +35,12 @@ log = logging.getLogger(__name__)
 _PARAM = re.compile(r"(?<![\w$])\$([A-Za-z_][A-Za-z0-9_]*)")
 _FRAGMENT = re.compile(r"\{\{([A-Za-z_][A-Za-z0-9_]*)\}\}")
 _HEADER = re.compile(r"^--\s*(purpose|input|params|fragment params|fragments|grain):\s*(.*)$")
-_STRING = re.compile(r"'(?:[^']|'')*'")
-_COMMENT = re.compile(r"--[^\n]*")
+_STRING_OR_COMMENT = re.compile(r"'(?:[^']|'')*'|--[^\n]*")
+
+
+def _code_only(sql: str) -> str:
+    """SQL with string literals emptied and comments removed, in one left-to-right pass."""
+    return _STRING_OR_COMMENT.sub(lambda m: "''" if m.group(0).startswith("'") else "", sql)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +93,7 @@ def parse_query(name: str, text: str) -> Query:
     fragment_params = set(_PARAM.findall(header.get("fragment params", "")))
     declared_fragments = {f.strip() for f in header.get("fragments", "").split(",") if f.strip()}
     sql = "\n".join(body).strip()
-    code = _COMMENT.sub("", _STRING.sub("''", sql))
+    code = _code_only(sql)
     used = set(_PARAM.findall(code))
     used_fragments = set(_FRAGMENT.findall(code))
     if declared != used:
@@ -132,7 +136,7 @@ def prepare(
     query = load_query(name)
     bound = dict(params or {})
     sql = query.render(fragments)
-    used = set(_PARAM.findall(_COMMENT.sub("", _STRING.sub("''", sql))))
+    used = set(_PARAM.findall(_code_only(sql)))
     undeclared = used - query.params - query.fragment_params
     missing, extra = used - set(bound), set(bound) - used
     if undeclared or missing or extra:

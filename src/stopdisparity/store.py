@@ -253,6 +253,16 @@ class Store:
         (self.root / JOURNAL).unlink()
         _fsync_dir(self.root)
 
+    def committed(self, tx: Transaction) -> bool:
+        """Whether ``tx`` passed its commit point (its journal is the store's) and awaits roll-forward."""
+        journal = self.root / JOURNAL
+        if not journal.exists():
+            return False
+        try:
+            return json.loads(journal.read_text(encoding="utf-8")).get("transaction") == tx.id
+        except json.JSONDecodeError:
+            return False
+
     def abort(self, tx: Transaction) -> None:
         """Drop a transaction's staging area; the store stays as it was."""
         shutil.rmtree(tx.dir, ignore_errors=True)
