@@ -1,0 +1,97 @@
+"""The CLI contract: `ingest --json` prints exactly one JSON document; progress and logs stay on stderr;
+exit 0 when the ingest committed, non-zero (with nothing changed) otherwise; `summary`; the notebook."""
+
+from __future__ import annotations
+
+import json
+import os
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from opp_files import make_rows, write_opp
+
+ROOT = Path(__file__).resolve().parents[1]
+EXE = [sys.executable, "-m", "stopdisparity.cli"]
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*EXE, *args], cwd=cwd, capture_output=True, text=True, check=False)
+
+
+@pytest.fixture
+def opp_file(tmp_path: Path) -> Path:
+    path = tmp_path / "nc_statewide_2020_04_01.csv.zip"
+    write_opp(path, make_rows(60, seed=5))
+    return path
+
+
+def test_ingest_json_is_one_document_on_stdout(tmp_path: Path, opp_file: Path) -> None:
+    proc = cli("ingest", str(opp_file), "--store", "st", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)  # the whole of stdout is one JSON document
+    assert list(report)[:4] == ["files", "rows_read", "rows_stored", "rows_quarantined"]
+    (entry,) = report["files"]
+    assert list(entry)[:6] == ["path", "sha256", "status", "rows_read", "rows_stored", "rows_quarantined"]
+    assert entry["status"] == "ingested"
+    assert entry["rows_read"] == 60 == report["rows_read"]
+    assert report["rows_read"] == report["rows_stored"] + report["rows_quarantined"]
+    # progress went to stderr, not stdout
+    assert "nc_statewide_2020_04_01.csv.zip" in proc.stderr
+
+    again = cli("ingest", str(opp_file), "--store", "st", "--json", "--quiet", cwd=tmp_path)
+    assert again.returncode == 0
+    assert json.loads(again.stdout)["files"][0]["status"] == "unchanged"
+    assert again.stderr == ""  # --quiet: nothing on stderr either
+
+
+def test_ingest_error_exits_nonzero_and_changes_nothing(tmp_path: Path, opp_file: Path) -> None:
+    assert cli("ingest", str(opp_file), "--store", "st", "--quiet", cwd=tmp_path).returncode == 0
+    manifest = (tmp_path / "st" / "manifest.json").read_bytes()
+    bad = tmp_path / "nc_other_2020_04_01.csv"
+    bad.write_text("date,date\n2020-01-01,2020-01-02\n")
+    proc = cli("ingest", str(bad), "--store", "st", "--json", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert "appears twice" in proc.stderr and "nc_other_2020_04_01.csv" in proc.stderr
+    assert (tmp_path / "st" / "manifest.json").read_bytes() == manifest
+
+
+def test_ingest_without_state_in_name_needs_state_flag(tmp_path: Path) -> None:
+    path = tmp_path / "stops.csv"
+    write_opp(path, make_rows(5, seed=1))
+    proc = cli("ingest", str(path), "--store", "st", "--quiet", cwd=tmp_path)
+    assert proc.returncode == 2 and "--state" in proc.stderr
+    proc = cli("ingest", str(path), "--store", "st", "--state", "sc", "--json", "--quiet", cwd=tmp_path)
+    assert proc.returncode == 0
+    assert json.loads(proc.stdout)["files"][0]["state"] == "SC"
+    assert (tmp_path / "st" / "stops" / "state=SC").is_dir()
+
+
+def test_summary_and_notebook(tmp_path: Path, opp_file: Path) -> None:
+    assert cli("ingest", str(opp_file), "--store", "st", "--quiet", cwd=tmp_path).returncode == 0
+    proc = cli("summary", "--store", "st", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert sum(r["stops"] for r in rows) == json.loads((tmp_path / "st" / "manifest.json").read_text())[
+        "sources"
+    ]["nc_statewide_2020_04_01.csv.zip"]["rows_stored"]
+    text = cli("summary", "--store", "st", cwd=tmp_path)
+    assert text.returncode == 0 and "Stops by state, year and race" in text.stdout
+
+    # the notebook is a jupytext percent script: it runs top to bottom on a store
+    os.environ["STOPDISPARITY_STORE"] = str(tmp_path / "st")
+    try:
+        namespace = runpy.run_path(str(ROOT / "notebooks" / "01_store_overview.py"))
+    finally:
+        del os.environ["STOPDISPARITY_STORE"]
+    assert namespace["counts"]["stops"].sum() == sum(r["stops"] for r in rows)
+
+
+def test_summary_on_missing_store_fails_clearly(tmp_path: Path) -> None:
+    proc = cli("summary", "--store", "nowhere", cwd=tmp_path)
+    assert proc.returncode == 2 and "no such store" in proc.stderr
