@@ -1,8 +1,9 @@
 """Stop-level draws written as OPP statewide files (``*.csv.zip``), in chunks with bounded memory.
 
-Each month's stops come from that month's keyed random stream: first its agency x race counts
-(:func:`.plan.draw_month`, the same draw :func:`stopdisparity.synth.cells` makes), then a day and time
-for every stop, a sort by date and time, and then the remaining attributes. Months are grouped into
+The county x month x agency x race counts come from :func:`.plan.draw_cells`, the same draw
+:func:`stopdisparity.synth.cells` makes. Each month's stops are those counts expanded; from that month's
+keyed random stream every stop gets a day and time, the month is sorted by date and time, and the
+remaining attributes are drawn. Months are grouped into
 chunks of about :data:`CHUNK_ROWS` rows; a chunk becomes a polars frame whose columns are
 dictionary-coded (``Enum``) pre-rendered CSV fragments, so writing it is a lookup, and the CSV text is
 deflated into the zip member by a second thread while the next chunk is drawn.
@@ -17,13 +18,13 @@ from __future__ import annotations
 import hashlib
 import io
 import itertools
-import os
 import zipfile
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
+from functools import cache
 from pathlib import Path
 from typing import Final
 
@@ -34,20 +35,22 @@ from stopdisparity.errors import StopDisparityError
 from stopdisparity.schema import CANONICAL_COLUMNS, SEARCH_BASES
 from stopdisparity.synth.plan import (
     AGENCIES,
+    DGP_RACES,
     POLICE_DEPARTMENTS,
     RECORDED_RACES,
     SP,
     StatePlan,
     days_in_month,
-    draw_month,
+    draw_cells,
     month_rng,
     month_start,
     rng_for,
 )
 
 #: Rows per chunk (memory bound: a chunk's frame and CSV text, plus one chunk being compressed).
-CHUNK_ROWS: Final = 1_000_000
-#: zlib level of the zip member: 1 (fastest). Level 6 is ~5x slower for ~20% smaller files.
+CHUNK_ROWS: Final = 500_000
+#: zlib level of the zip member: 1, the fastest (deflate is the bottleneck at 20M rows); level 6 is
+#: several times slower for files about a quarter smaller.
 COMPRESS_LEVEL: Final = 1
 _STREAM_OFFICERS: Final = 20
 _EPOCH: Final = date(1970, 1, 1)
@@ -85,8 +88,21 @@ NC_REASONS: Final = (
     ("Checkpoint", 0.04),
     ("Other Motor Vehicle Violation", 0.03),
 )
-NC_ACTIONS: Final = ("On-View Arrest", "Citation Issued", "Written Warning", "Verbal Warning", "No Action Taken")
-NC_RAW_RACE: Final = (("N", "A"), ("N", "B"), ("H", "W"), ("N", "W"), ("N", "I"), ("U", "U"))  # Ethnicity, Race
+NC_ACTIONS: Final = (
+    "On-View Arrest",
+    "Citation Issued",
+    "Written Warning",
+    "Verbal Warning",
+    "No Action Taken",
+)
+NC_RAW_RACE: Final = (
+    ("N", "A"),
+    ("N", "B"),
+    ("H", "W"),
+    ("N", "W"),
+    ("N", "I"),
+    ("U", "U"),
+)  # Ethnicity, Race
 SC_VIOLATIONS: Final = (
     ("Speeding, 10 MPH or less over limit", "Speeding", 0.22),
     ("Speeding, 10-15 MPH over limit", "Speeding", 0.20),
@@ -102,7 +118,19 @@ SC_VIOLATIONS: Final = (
 )
 SC_RAW_RACE: Final = ("A", "B", "H", "W", "I", "U")
 SC_DISPOSITIONS: Final = ("Arrest", "Citation", "Warning", "None")
-SC_HIGHWAYS: Final = ("I-20", "I-26", "I-77", "I-85", "I-95", "US-1", "US-17", "US-21", "US-52", "US-76", "SC-9")
+SC_HIGHWAYS: Final = (
+    "I-20",
+    "I-26",
+    "I-77",
+    "I-85",
+    "I-95",
+    "US-1",
+    "US-17",
+    "US-21",
+    "US-52",
+    "US-76",
+    "SC-9",
+)
 SC_LOCATION_NA: Final = 0.15
 SC_COORD_JITTER: Final = 0.08  # degrees, around the county centroid
 
@@ -120,8 +148,12 @@ class FileLayout:
 
 
 LAYOUTS: Final = {
-    "NC": FileLayout("NC", "nc_statewide_2020_04_01", date(2000, 1, 1), date(2015, 12, 31), True, "NC State Highway Patrol"),
-    "SC": FileLayout("SC", "sc_statewide_2019_02_25", date(2005, 1, 1), date(2016, 12, 31), False, "SC Highway Patrol"),
+    "NC": FileLayout(
+        "NC", "nc_statewide_2020_04_01", date(2000, 1, 1), date(2015, 12, 31), True, "NC State Highway Patrol"
+    ),
+    "SC": FileLayout(
+        "SC", "sc_statewide_2019_02_25", date(2005, 1, 1), date(2016, 12, 31), False, "SC Highway Patrol"
+    ),
 }
 
 
@@ -187,12 +219,97 @@ def _districts(plan: StatePlan) -> list[str]:
     return out
 
 
+def _outcome_rows(frisk: bool, person: bool) -> tuple[tuple[str, ...], list[list[str | None]], int]:
+    pv = [(True, False), (False, True), (True, True)] if person else [(None, True), (None, False)]
+    states: list[tuple] = [(None,)]
+    for kind in range(5):
+        for p in pv:
+            for basis in (*SEARCH_BASES, None):
+                states.append((kind, p, basis))
+    rows = []
+    for arrest, citation, warning in itertools.product((False, True), repeat=3):
+        outcome = "arrest" if arrest else "citation" if citation else "warning" if warning else None
+        for s in states:
+            for fr in (False, True) if frisk else (None,):
+                if s == (None,):
+                    found = drugs = weapons = sp_ = sv = basis = None
+                    searched = False
+                else:
+                    kind, (sp_, sv), basis = s
+                    searched = True
+                    found = kind > 0
+                    drugs, weapons = CONTRABAND_KINDS[kind - 1] if found else (False, False)
+                row = [
+                    _tf(arrest),
+                    _tf(citation),
+                    _tf(warning),
+                    outcome,
+                    _tf(found),
+                    _tf(drugs),
+                    _tf(weapons),
+                ]
+                if frisk:
+                    row.append(_tf(fr))
+                row.append(_tf(searched))
+                if person:
+                    row.append(_tf(sp_))
+                row += [_tf(sv), basis]
+                rows.append(row)
+    cols = ("arrest_made", "citation_issued", "warning_issued", "outcome", "contraband_found",
+            "contraband_drugs", "contraband_weapons", *(("frisk_performed",) if frisk else ()),
+            "search_conducted", *(("search_person",) if person else ()), "search_vehicle",
+            "search_basis")  # fmt: skip
+    return cols, rows, len(states)
+
+
+@cache
+def _static_pieces(nc: bool) -> dict[str, Piece]:
+    """Pieces that depend only on the file layout (built once per process)."""
+    times = [f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}" for s in range(86400)]
+    out = {
+        "time": Piece(
+            "time",
+            ("time",),
+            "enum",
+            pl.Series("time", [*times, "NA"], dtype=pl.Enum([*times, "NA"])),
+            np.arange(86401, dtype=np.uint32),
+        ),
+        "age": _enum_piece("age", ("subject_age",), [[str(a)] for a in range(16, 91)] + [[None]]),
+        "race_sex": _enum_piece(
+            "race_sex",
+            ("subject_race", "subject_sex"),
+            [[r, s] for r in RECORDED_RACES for s in ("male", "female", None)],
+        ),
+    }
+    cols, rows, _ = _outcome_rows(frisk=nc, person=nc)
+    out["outcome"] = _enum_piece("outcome", cols, rows)
+    if nc:
+        tail = [
+            [reason, eth, race, action]
+            for reason, _ in NC_REASONS
+            for eth, race in NC_RAW_RACE
+            for action in NC_ACTIONS
+        ]
+        out["tail"] = _enum_piece(
+            "tail", ("reason_for_stop", "raw_Ethnicity", "raw_Race", "raw_action_description"), tail
+        )
+    else:
+        tail = [
+            [reason, rr, d] for _, reason, _ in SC_VIOLATIONS for rr in SC_RAW_RACE for d in SC_DISPOSITIONS
+        ]
+        out["tail"] = _enum_piece("tail", ("reason_for_stop", "raw_Race", "raw_Disposition"), tail)
+        out["location"] = _enum_piece("location", ("location",), [[h] for h in SC_HIGHWAYS] + [[None]])
+        out["violation"] = _enum_piece("violation", ("violation",), [[v] for v, _, _ in SC_VIOLATIONS])
+    return out
+
+
 class StopRenderer:
     """Draws one state's stops month by month and renders chunks as CSV bytes."""
 
     def __init__(self, plan: StatePlan, seed: int, spec_time_na: float, spec_coords: float) -> None:
         self.plan = plan
         self.seed = seed
+        self.counts = draw_cells(plan, seed)  # [C, T, A, R, masked, county_na]
         self.layout = LAYOUTS[plan.state]
         self.time_na = spec_time_na
         self.coords_share = spec_coords
@@ -241,46 +358,12 @@ class StopRenderer:
             return f"{self.plan.name[c]} County Sheriff's Office", f"{self.plan.state}SO{fips[2:]}"
         return POLICE_DEPARTMENTS.get(fips, "Police Department"), f"{self.plan.state}PD{fips[2:]}"
 
-    def _outcome_rows(self, frisk: bool, person: bool) -> tuple[tuple[str, ...], list[list[str | None]], int]:
-        pv = [(True, False), (False, True), (True, True)] if person else [(None, True), (None, False)]
-        states: list[tuple] = [(None,)]
-        for kind in range(5):
-            for p in pv:
-                for basis in (*SEARCH_BASES, None):
-                    states.append((kind, p, basis))
-        rows = []
-        for arrest, citation, warning in itertools.product((False, True), repeat=3):
-            outcome = "arrest" if arrest else "citation" if citation else "warning" if warning else None
-            for s in states:
-                for fr in (False, True) if frisk else (None,):
-                    if s == (None,):
-                        found = drugs = weapons = sp_ = sv = basis = None
-                        searched = False
-                    else:
-                        kind, (sp_, sv), basis = s
-                        searched = True
-                        found = kind > 0
-                        drugs, weapons = CONTRABAND_KINDS[kind - 1] if found else (False, False)
-                    row = [_tf(arrest), _tf(citation), _tf(warning), outcome, _tf(found), _tf(drugs), _tf(weapons)]
-                    if frisk:
-                        row.append(_tf(fr))
-                    row.append(_tf(searched))
-                    if person:
-                        row.append(_tf(sp_))
-                    row += [_tf(sv), basis]
-                    rows.append(row)
-        cols = ("arrest_made", "citation_issued", "warning_issued", "outcome", "contraband_found",
-                "contraband_drugs", "contraband_weapons", *(("frisk_performed",) if frisk else ()),
-                "search_conducted", *(("search_person",) if person else ()), "search_vehicle",
-                "search_basis")  # fmt: skip
-        return cols, rows, len(states)
-
     def _pieces(self) -> list[Piece]:
         plan, nc = self.plan, self.layout.has_time
         pieces = [Piece("row", ("raw_row_number",), "int"), Piece("date", ("date",), "date")]
+        static = _static_pieces(nc)
         if nc:
-            times = [f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}" for s in range(86400)]
-            pieces.append(_enum_piece("time", ("time",), [[t] for t in times] + [[None]]))
+            pieces.append(static["time"])
             districts = _districts(plan)
             loc = []
             for c, name in enumerate(plan.name):
@@ -290,52 +373,37 @@ class StopRenderer:
                 loc += [[None, None, None, None, districts[c]]] * 2
             pieces.append(_enum_piece("loc", ("location", "lat", "lng", "county_name", "district"), loc))
         else:
-            pieces.append(_enum_piece("location", ("location",), [[h] for h in SC_HIGHWAYS] + [[None]]))
+            pieces.append(static["location"])
             pieces += [Piece("lat", ("lat",), "float"), Piece("lng", ("lng",), "float")]
             county = [[_county_text(name, v)] for name in plan.name for v in range(3)]
             pieces.append(_enum_piece("county", ("county_name",), county))
-        pieces.append(_enum_piece("age", ("subject_age",), [[str(a)] for a in range(16, 91)] + [[None]]))
-        pieces.append(
-            _enum_piece(
-                "race_sex",
-                ("subject_race", "subject_sex"),
-                [[r, s] for r in RECORDED_RACES for s in ("male", "female", None)],
-            )
-        )
+        pieces += [static["age"], static["race_sex"]]
         if nc:
             off = [[h, dept, t] for h, dept, _ in self.officers for t in ("vehicular", "pedestrian")]
             pieces.append(_enum_piece("officer", ("officer_id_hash", "department_name", "type"), off))
         else:
-            from stopdisparity.synth.plan import DGP_RACES
-
-            off = [
-                [h, DGP_RACES[self.officer_race[i]], "male" if self.officer_male[i] else "female", dept_id, dept,
-                 "vehicular"]
-                for i, (h, dept, dept_id) in enumerate(self.officers)
-            ]  # fmt: skip
+            off = []
+            for i, (h, dept, dept_id) in enumerate(self.officers):
+                sex = "male" if self.officer_male[i] else "female"
+                off.append([h, DGP_RACES[self.officer_race[i]], sex, dept_id, dept, "vehicular"])
             pieces.append(
                 _enum_piece(
                     "officer",
-                    ("officer_id_hash", "officer_race", "officer_sex", "department_id", "department_name", "type"),
+                    (
+                        "officer_id_hash",
+                        "officer_race",
+                        "officer_sex",
+                        "department_id",
+                        "department_name",
+                        "type",
+                    ),
                     off,
                 )
             )
-            pieces.append(_enum_piece("violation", ("violation",), [[v] for v, _, _ in SC_VIOLATIONS]))
-        cols, rows, self.n_search_states = self._outcome_rows(frisk=nc, person=nc)
-        pieces.append(_enum_piece("outcome", cols, rows))
-        if nc:
-            tail = [
-                [reason, eth, race, action]
-                for reason, _ in NC_REASONS
-                for eth, race in NC_RAW_RACE
-                for action in NC_ACTIONS
-            ]
-            pieces.append(
-                _enum_piece("tail", ("reason_for_stop", "raw_Ethnicity", "raw_Race", "raw_action_description"), tail)
-            )
-        else:
-            tail = [[reason, rr, d] for _, reason, _ in SC_VIOLATIONS for rr in SC_RAW_RACE for d in SC_DISPOSITIONS]
-            pieces.append(_enum_piece("tail", ("reason_for_stop", "raw_Race", "raw_Disposition"), tail))
+            pieces.append(static["violation"])
+        # not searched, or (5 contraband kinds x person/vehicle combinations x 6 bases)
+        self.n_search_states = 1 + 5 * (3 if nc else 2) * (len(SEARCH_BASES) + 1)
+        pieces += [static["outcome"], static["tail"]]
         return pieces
 
     # -- draws ----------------------------------------------------------------------------------------
@@ -343,7 +411,7 @@ class StopRenderer:
         """Draw month position ``t``'s stops, sorted by date and time, as piece codes."""
         plan = self.plan
         rng = month_rng(self.seed, plan, t)
-        counts = draw_month(plan, t, rng).ravel()
+        counts = self.counts[:, t].ravel()
         n = int(counts.sum())
         k = np.repeat(np.arange(counts.size, dtype=np.int64), counts)
         m = int(plan.months[t])
@@ -388,12 +456,18 @@ class StopRenderer:
         flags = (arrest * 2 + citation) * 2 + warning
         out["outcome"] = (flags * self.n_search_states + sidx) * n_fr + frisk
         variant = np.where(u[12] < VARIANT_UPPER_P, 1, 0)
-        variant = np.where(self.is_mc[c] & (u[12] >= VARIANT_UPPER_P) & (u[12] < VARIANT_UPPER_P + VARIANT_MC_SPACE_P), 2, variant)
+        variant = np.where(
+            self.is_mc[c] & (u[12] >= VARIANT_UPPER_P) & (u[12] < VARIANT_UPPER_P + VARIANT_MC_SPACE_P),
+            2,
+            variant,
+        )
         if self.layout.has_time:
             out["officer"] = officer * 2 + (u[13] < PEDESTRIAN_P[a])
             out["loc"] = c * 8 + np.where(cna == 1, 6, variant * 2 + (a == SP))
             reason = _pick(_cdf([p for _, p in NC_REASONS]), u[14])
-            action = np.where(arrest, 0, np.where(citation, 1, np.where(warning, np.where(u[15] < 0.5, 2, 3), 4)))
+            action = np.where(
+                arrest, 0, np.where(citation, 1, np.where(warning, np.where(u[15] < 0.5, 2, 3), 4))
+            )
             out["tail"] = (reason * len(NC_RAW_RACE) + rr) * len(NC_ACTIONS) + action
         else:
             out["officer"] = officer
@@ -451,28 +525,34 @@ def write_state_file(
     # ZIP64 when the member might pass 2 GiB (rows are < 400 bytes); decided from rows, so deterministic.
     force_zip64 = plan.rows * 400 > 2**31 - 2**24
     written = 0
-    with zipfile.ZipFile(part, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=COMPRESS_LEVEL, allowZip64=True) as zf:  # noqa: E501
-        with zf.open(f"{layout.stem}.csv", "w", force_zip64=force_zip64) as handle, ThreadPoolExecutor(1) as pool:
-            pending: deque[Future[int]] = deque()
-            handle.write((",".join(renderer.header) + "\n").encode())
-            parts: list[dict[str, np.ndarray]] = []
-            in_chunk = 0
-            months_with_stops = [t for t in range(len(plan.months)) if plan.n[:, t].sum() > 0]
-            for i, t in enumerate(months_with_stops):
-                parts.append(renderer.month_codes(t))
-                in_chunk += len(parts[-1]["date"])
-                if in_chunk >= CHUNK_ROWS or i == len(months_with_stops) - 1:
-                    text = renderer.render(parts, written + 1)
-                    pending.append(pool.submit(handle.write, text))
-                    written += in_chunk
-                    if advance is not None:
-                        advance(in_chunk)
-                    parts, in_chunk = [], 0
-                    while len(pending) > 1:
-                        pending.popleft().result()
-            while pending:
-                pending.popleft().result()
-    os.replace(part, final)
+    zf = zipfile.ZipFile(
+        part, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=COMPRESS_LEVEL, allowZip64=True
+    )
+    with (
+        zf,
+        zf.open(f"{layout.stem}.csv", "w", force_zip64=force_zip64) as handle,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        pending: deque[Future[int]] = deque()
+        handle.write((",".join(renderer.header) + "\n").encode())
+        parts: list[dict[str, np.ndarray]] = []
+        in_chunk = 0
+        months_with_stops = [t for t in range(len(plan.months)) if plan.n[:, t].sum() > 0]
+        for i, t in enumerate(months_with_stops):
+            parts.append(renderer.month_codes(t))
+            in_chunk += len(parts[-1]["date"])
+            if in_chunk >= CHUNK_ROWS or i == len(months_with_stops) - 1:
+                text = renderer.render(parts, written + 1)
+                pending.append(pool.submit(handle.write, text))
+                written += in_chunk
+                if advance is not None:
+                    advance(in_chunk)
+                parts, in_chunk = [], 0
+                while len(pending) > 1:
+                    pending.popleft().result()
+        while pending:
+            pending.popleft().result()
+    part.replace(final)
     if written != plan.rows:
         raise StopDisparityError(f"internal: wrote {written} rows to {final.name}, planned {plan.rows}")
     return {

@@ -3,12 +3,13 @@
 A plan holds, for one state, every county x month quantity of the data-generating process: treatment
 timing, the planted effects, the expected intensity of stops by agency and race, and the number of
 stops allocated to each county-month. Stop-level files (:mod:`.opp`) and cell counts
-(:func:`stopdisparity.synth.cells`) both start from a plan and draw each month's agency x race counts
-with :func:`draw_month`, from the same per-month random stream, so the two levels are one process.
+(:func:`stopdisparity.synth.cells`) both start from a plan and the same agency x race count draw
+(:func:`draw_cells`), so the two levels are one process.
 
 Random streams are keyed, not sequential (``SeedSequence(seed, spawn_key=...)``): one per county for
 its volume and shock paths, one per state for the allocation of rows, one per state-month for the
-stops of that month, one for the random treatment design. A subset of counties or years therefore sees
+stop attributes of that month, one per state for the cell counts, one for the random treatment
+design. A subset of counties or years therefore sees
 the same county paths and treatment dates as the full panel.
 """
 
@@ -18,6 +19,7 @@ import calendar
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
+from functools import cache
 from types import MappingProxyType
 from typing import Final
 
@@ -71,7 +73,7 @@ COHORT_CENTER: Final = 2008
 #: Years of census race shares; other years take the nearest one.
 CENSUS_YEARS: Final = (2010, 2019)
 
-_STREAM_COUNTY, _STREAM_ALLOC, _STREAM_MONTH, _STREAM_DESIGN = 1, 2, 3, 10
+_STREAM_COUNTY, _STREAM_ALLOC, _STREAM_MONTH, _STREAM_CELLS, _STREAM_DESIGN = 1, 2, 3, 4, 10
 
 
 def month_index(d: date) -> int:
@@ -149,9 +151,9 @@ class Counties:
     shares: np.ndarray  # [county, year 2010..2019, race] population shares
 
 
-def load_counties(states: Iterable[str]) -> Counties:
+@cache
+def load_counties(states: tuple[str, ...]) -> Counties:
     """Counties of ``states`` with centroids, 2010 population and yearly race shares."""
-    states = tuple(states)
     geo = county_centroids().filter(pl.col("state").is_in(states)).sort("county_fips")
     for s in states:
         n = geo.filter(pl.col("state") == s).height
@@ -170,7 +172,11 @@ def load_counties(states: Iterable[str]) -> Counties:
             "race": np.tile(DGP_RACES, len(fips) * (y1 - y0 + 1)),
         }
     )
-    full = grid.join(pop.select("county_fips", "year", "race", "population"), on=["county_fips", "year", "race"], how="left")
+    full = grid.join(
+        pop.select("county_fips", "year", "race", "population"),
+        on=["county_fips", "year", "race"],
+        how="left",
+    )
     if full["population"].null_count():
         bad = full.filter(pl.col("population").is_null())["county_fips"].unique().sort().to_list()
         raise ReferenceDataError(f"census population lacks some years or races for counties {bad[:10]}")
@@ -194,12 +200,19 @@ def registry_rows(spec: SynthSpec) -> pl.DataFrame:
 
     Any model and any agency type count (a county is treated while any of its rows is in force).
     """
+    return _registry_rows(spec.states)
+
+
+@cache
+def _registry_rows(states: tuple[str, ...]) -> pl.DataFrame:
     reg = load_registry()
     keep = pl.lit(False)
-    for s in spec.states:
+    for s in states:
         y0, y1 = STATE_YEARS[s]
         keep = keep | (
-            (pl.col("state") == s) & pl.col("signed").dt.year().is_between(y0, y1) & pl.col("county_fips").is_not_null()
+            (pl.col("state") == s)
+            & pl.col("signed").dt.year().is_between(y0, y1)
+            & pl.col("county_fips").is_not_null()
         )
     return reg.filter(keep).sort("registry_row")
 
@@ -242,12 +255,16 @@ def treatment_timing(spec: SynthSpec, counties: Counties, seed: int) -> list[Cou
             start = date.fromordinal(int(adopt[i]))
             end = start + timedelta(days=round(durations[i] * 365.25)) if ends[i] else None
             fips = counties.fips[i]
-            timings[fips] = CountyTiming(fips, counties.state[i], counties.name[i], "random", ((start, end),), ())
+            timings[fips] = CountyTiming(
+                fips, counties.state[i], counties.name[i], "random", ((start, end),), ()
+            )
     if spec.all_treated:
         for i, fips in enumerate(counties.fips):
             if fips not in timings:
                 start = date.fromordinal(int(late[i]))
-                timings[fips] = CountyTiming(fips, counties.state[i], counties.name[i], "late", ((start, None),), ())
+                timings[fips] = CountyTiming(
+                    fips, counties.state[i], counties.name[i], "late", ((start, None),), ()
+                )
     return [timings[f] for f in sorted(timings)]
 
 
@@ -307,10 +324,21 @@ class Plan:
 
 
 def _state_arrays(
-    spec: SynthSpec, seed: int, counties: Counties, state: str, timing: Mapping[str, CountyTiming]
+    spec: SynthSpec,
+    seed: int,
+    counties: Counties,
+    state: str,
+    timing: Mapping[str, CountyTiming],
+    wanted: set[str] | None,
 ) -> dict[str, np.ndarray]:
-    """Full-window county x month arrays of one state (before any subsetting or allocation)."""
-    idx = [i for i, s in enumerate(counties.state) if s == state]
+    """Full-window county x month arrays of one state's counties (all, or those in ``wanted``)."""
+    idx = [
+        i
+        for i, s in enumerate(counties.state)
+        if s == state and (wanted is None or counties.fips[i] in wanted)
+    ]
+    if not idx:
+        return {}
     y0, y1 = STATE_YEARS[state]
     months = np.arange(y0 * 12, y1 * 12 + 12)
     c_n, t_n = len(idx), len(months)
@@ -362,10 +390,7 @@ def _state_arrays(
             in_force[j] |= (months >= s) & (months < e_)
     treated = adoption >= 0
     since = months[None, :] - adoption[:, None]  # months since adoption (meaningless if untreated)
-    if spec.exit == "absorbing":
-        on = treated[:, None] & (since >= 0)
-    else:
-        on = in_force.copy()
+    on = treated[:, None] & (since >= 0) if spec.exit == "absorbing" else in_force.copy()
     event_year = np.floor_divide(since, 12)
     cohort = np.where(treated, adoption // 12, COHORT_CENTER)
     effect_level = (
@@ -441,10 +466,15 @@ def build_plan(
     ):
         raise SpecificationError(f"years must be a pair (first, last) with first <= last; got {years!r}")
 
+    # The default size needs every county's volume (to scale 18M to the subset); otherwise compute
+    # only the counties drawn -- their keyed streams make them the same as in the full panel.
+    compute = None if rows is None else wanted
     full: dict[str, dict[str, np.ndarray]] = {}
     keep: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for s in spec.states:
-        arr = _state_arrays(spec, seed, info, s, by_fips)
+        arr = _state_arrays(spec, seed, info, s, by_fips, compute)
+        if not arr:
+            continue
         cmask = np.array([wanted is None or info.fips[i] in wanted for i in arr["idx"]])
         tmask = np.ones(len(arr["months"]), dtype=bool)
         if years is not None:
@@ -518,31 +548,34 @@ def check_rows(rows: object) -> None:
         raise SpecificationError(f"rows must be an integer in [0, 10000000000]; got {rows!r}")
 
 
-def draw_month(plan: StatePlan, t: int, rng: np.random.Generator) -> np.ndarray:
-    """Draw month ``t``'s stops of every county as counts [county, agency, race, masked, county_na].
+def draw_cells(plan: StatePlan, seed: int) -> np.ndarray:
+    """Draw every county-month's stops as counts [county, month, agency, race, masked, county_na].
 
-    The first draws of the month's stream: agency x race ~ Multinomial(n_ct, mu/lambda); race recorded
-    ``unknown`` ~ Binomial(count, unknown_share); for state-patrol stops, county recorded ``NA``
-    ~ Binomial(count, county_na_share).
+    Agency x race ~ Multinomial(n_ct, mu_ct / lambda_ct); race recorded ``unknown``
+    ~ Binomial(count, unknown_share); for state-patrol stops, county recorded ``NA``
+    ~ Binomial(count, county_na_share). One keyed stream per state; stop-level files expand exactly
+    these counts, so files and :func:`stopdisparity.synth.cells` agree draw for draw.
     """
-    mu = plan.mu[:, t].reshape(len(plan.fips), -1)
+    rng = rng_for(seed, _STREAM_CELLS, plan.state_index)
+    c_n, t_n, a_n, r_n = plan.mu.shape
+    mu = plan.mu.reshape(c_n * t_n, a_n * r_n)
     lam = mu.sum(axis=1, keepdims=True)
     p = np.divide(mu, lam, out=np.full_like(mu, 1.0 / mu.shape[1]), where=lam > 0)
-    x = rng.multinomial(plan.n[:, t], p).reshape(plan.mu.shape[0], *plan.mu.shape[2:])
+    x = rng.multinomial(plan.n.ravel(), p).reshape(c_n, t_n, a_n, r_n)
     unknown = rng.binomial(x, plan.unknown_share)
     known = x - unknown
-    na_known = rng.binomial(known[:, SP], plan.county_na_share)
-    na_unknown = rng.binomial(unknown[:, SP], plan.county_na_share)
+    na_known = rng.binomial(known[:, :, SP], plan.county_na_share)
+    na_unknown = rng.binomial(unknown[:, :, SP], plan.county_na_share)
     out = np.zeros((*x.shape, 2, 2), dtype=np.int64)
     out[..., 0, 0] = known
     out[..., 1, 0] = unknown
-    out[:, SP, :, 0, 0] -= na_known
-    out[:, SP, :, 1, 0] -= na_unknown
-    out[:, SP, :, 0, 1] = na_known
-    out[:, SP, :, 1, 1] = na_unknown
+    out[:, :, SP, :, 0, 0] -= na_known
+    out[:, :, SP, :, 1, 0] -= na_unknown
+    out[:, :, SP, :, 0, 1] = na_known
+    out[:, :, SP, :, 1, 1] = na_unknown
     return out
 
 
 def month_rng(seed: int, plan: StatePlan, t: int) -> np.random.Generator:
-    """The random stream of month position ``t`` of ``plan`` (keyed by state and absolute month)."""
+    """The random stream of the stop attributes of month position ``t`` (keyed by state and month)."""
     return rng_for(seed, _STREAM_MONTH, plan.state_index, int(plan.months[t]))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from types import MappingProxyType
 from typing import Final, Literal
 
@@ -63,7 +63,8 @@ SCENARIOS: Final[Mapping[str, Scenario]] = MappingProxyType(
             _scenario(
                 "constant",
                 "S1",
-                "constant effect: state-patrol Hispanic-vs-White log odds +0.3 while an agreement is in force",
+                "constant effect: state-patrol Hispanic-vs-White log odds +0.3 while an agreement is "
+                "in force",
                 theta=0.3,
             ),
             _scenario(
@@ -96,7 +97,8 @@ SCENARIOS: Final[Mapping[str, Scenario]] = MappingProxyType(
                 "switch_off",
                 "S5",
                 "constant effect 0.3 that switches off when the agreement ends (random design: half of "
-                "the agreements end 2-6 years after adoption)",
+                "the agreements end 2-6 years after adoption; under the registry design this equals "
+                "constant, whose effect already follows the registry's end dates)",
                 theta=0.3,
                 end_share=0.5,
             ),
@@ -148,7 +150,7 @@ class SynthSpec:
     states
         States to draw, a subset of ``("NC", "SC")``.
     n_treated
-        Number of treated counties under the random design.
+        Number of treated counties under the random design (at most the number of counties drawn).
     adoption_years, late_adoption_years
         Window of random adoption dates; window of the dates given to the remaining counties when
         ``all_treated`` is true.
@@ -223,7 +225,6 @@ class SynthSpec:
     time_na_share: float = 0.5
     coords_share: float = 0.23
     state_patrol_share: float = 0.85
-    _resolved: bool = field(default=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_choice("scenario", self.scenario, SCENARIOS)
@@ -240,11 +241,16 @@ class SynthSpec:
         if len(set(states)) != len(states):
             raise SpecificationError(f"states must not repeat a state; got {states!r}")
         object.__setattr__(self, "states", tuple(s for s in STATES if s in states))
-        n_counties = sum(COUNTIES_PER_STATE[s] for s in self.states)
+        # n_treated only matters to the random design; there it cannot exceed the counties drawn.
+        n_counties = sum(COUNTIES_PER_STATE[s] for s in self.states) if self.design == "random" else 146
         _check_range("n_treated", self.n_treated, 1, n_counties, integer=True)
-        object.__setattr__(self, "adoption_years", _check_years("adoption_years", self.adoption_years, 2000, 2016))
         object.__setattr__(
-            self, "late_adoption_years", _check_years("late_adoption_years", self.late_adoption_years, 2000, 2016)
+            self, "adoption_years", _check_years("adoption_years", self.adoption_years, 2000, 2016)
+        )
+        object.__setattr__(
+            self,
+            "late_adoption_years",
+            _check_years("late_adoption_years", self.late_adoption_years, 2000, 2016),
         )
         _check_range("theta", self.theta, -5.0, 5.0)
         _check_range("effect_growth", self.effect_growth, -2.0, 2.0)
