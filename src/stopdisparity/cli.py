@@ -200,7 +200,7 @@ def summary(
             row["state"], "NA" if row["year"] is None else str(row["year"]),
             *[f"{row[r]:,}" for r in races], f"{total:,}",
         )  # fmt: skip
-    out = Console()
+    out = Console(width=None if sys.stdout.isatty() else 160)
     out.print(table)
     for name, entry in manifest["sources"].items():
         out.print(
