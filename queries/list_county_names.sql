@@ -1,9 +1,9 @@
 -- purpose: The distinct county names of one parsed source, to resolve to FIPS once per name.
--- input: the staging table {{table}} (county_name as text)
+-- input: the parsed table {{table}} (typed, with _fail)
 -- params: (none)
 -- fragments: table
--- grain: one row per distinct non-null county_name (a repeated header line's 'county_name' excluded)
+-- grain: one row per distinct non-null county_name among the rows that passed their checks
 SELECT DISTINCT county_name
 FROM {{table}}
-WHERE county_name IS NOT NULL AND county_name <> 'county_name'
+WHERE _fail IS NULL AND county_name IS NOT NULL
 ORDER BY county_name

@@ -1,11 +1,15 @@
--- purpose: Parse one CSV source into a staging table of text fields; records that are broken as CSV
---          (wrong field count, bad quoting, invalid encoding, over-long lines) go to the rejects table.
+-- purpose: Parse one CSV source and check and cast every field in the same pass. Each row keeps its
+--          typed values, `_fail` (NULL, 0 for a repeated header line, or i when the i-th column
+--          failed its cast or vocabulary) and `_raw` (the row re-serialised, only when it failed).
+--          Records that are broken as CSV (field count, quoting, encoding, over-long lines) go to
+--          the rejects table instead. The table's rowid is the order of the parsed records.
 -- input: a CSV file, .csv.gz, or a named pipe carrying a zip member's bytes, at $path
 -- params: $path VARCHAR, $columns STRUCT (column name -> 'VARCHAR', in header order), $rejects_table VARCHAR, $rejects_scan VARCHAR, $max_line_size BIGINT, $encoding VARCHAR, $compression VARCHAR
--- fragments: table
--- grain: one row per structurally valid record, in file order (rowid = order among them)
+-- fragment params: $header VARCHAR[], $vocabularies MAP(VARCHAR, VARCHAR[])
+-- fragments: table, checked_columns
+-- grain: one row per structurally valid record, in file order
 CREATE TABLE {{table}} AS
-SELECT *
+SELECT {{checked_columns}}
 FROM read_csv(
     $path,
     header = true,
@@ -21,4 +25,4 @@ FROM read_csv(
     max_line_size = $max_line_size,
     encoding = $encoding,
     compression = $compression
-)
+) AS p

@@ -1,20 +1,20 @@
--- purpose: Write one source's rejected rows (failed checks and records the CSV parser refused) to a
+-- purpose: Write one source's rejected rows (failed checks, and records the CSV parser refused) to a
 --          quarantine Parquet file, each with its physical line, first failing column and reason.
--- input: {{checked}}: the check_source_rows query over the source's staging table; fail_codes(code, column_name, reason, message); the parser's
---        rejects table {{rejects}}; line_offsets(threshold, extra)
--- params: $out VARCHAR, $source_file VARCHAR
--- fragment params: $header VARCHAR[], $vocabularies MAP(VARCHAR, VARCHAR[])
--- fragments: checked, rejects, raw_text
+-- input: the parsed table {{table}}; fail_codes(code, column_name, reason, message); the parser's
+--        rejects table {{rejects}}; skip_offsets(threshold, k); line_offsets(threshold, extra)
+-- params: $out VARCHAR, $source_file VARCHAR, $first_line INTEGER
+-- fragments: table, rejects, skip_join, skipped_before
 -- grain: one row per rejected input row
 COPY (
     WITH failed AS (
         SELECT
-            c._logical AS logical_line,
+            c.rowid + $first_line + {{skipped_before}} AS logical_line,
             f.column_name,
             f.reason,
-            {{raw_text}} AS raw_text,
+            c._raw AS raw_text,
             f.message
-        FROM ({{checked}}) AS c
+        FROM {{table}} AS c
+        {{skip_join}}
         JOIN fail_codes AS f ON f.code = c._fail
     ),
     refused AS (
@@ -35,7 +35,7 @@ COPY (
         FROM {{rejects}}
         GROUP BY line
     ),
-    rows AS (
+    rejected AS (
         SELECT * FROM failed
         UNION ALL
         SELECT * FROM refused
@@ -47,7 +47,7 @@ COPY (
         r.reason,
         r.raw_text,
         r.message
-    FROM rows AS r
+    FROM rejected AS r
     ASOF LEFT JOIN line_offsets AS o ON r.logical_line >= o.threshold
     ORDER BY source_line
 ) TO $out (FORMAT parquet, COMPRESSION zstd)

@@ -111,7 +111,8 @@ def con() -> duckdb.DuckDBPyConnection:
 
 def test_run_query_binds_and_returns_rows(con: duckdb.DuckDBPyConnection) -> None:
     assert run_query(con, "count_stops_by_state_year_race").fetchall() == [("NC", 2017, "white", 1)]
-    frame = query_frame(con, "list_county_names", fragments={"table": "(SELECT 'Wake' AS county_name)"})
+    table = "(SELECT 'Wake' AS county_name, NULL AS _fail UNION ALL SELECT 'Bad', 3)"
+    frame = query_frame(con, "list_county_names", fragments={"table": table})
     assert frame["county_name"].to_list() == ["Wake"]
 
 

@@ -25,7 +25,7 @@ import duckdb
 import polars as pl
 
 from stopdisparity import __version__
-from stopdisparity.errors import IngestError, ReconciliationError, SchemaError, StoreError
+from stopdisparity.errors import IngestError, QueryError, ReconciliationError, SchemaError, StoreError
 from stopdisparity.readers import (
     Feeder,
     RecordCount,
@@ -44,7 +44,7 @@ from stopdisparity.schema import (
     classify_columns,
     quote_identifier,
 )
-from stopdisparity.sql import load_query, query_frame, run_query
+from stopdisparity.sql import query_frame, run_query
 from stopdisparity.store import STORE_FORMAT, Store, Transaction, duckdb_config, open_store
 
 log = logging.getLogger(__name__)
@@ -150,75 +150,79 @@ def failure_condition(ref: str, column: Column) -> str | None:
     return None
 
 
-def checked_sql(columns: Sequence[Column], table: str, *, skip_join: bool, first_line: int = 2) -> str:
-    """The ``check_source_rows`` sub-query for a source's columns (shared by staging and quarantine)."""
+def checked_columns(columns: Sequence[Column]) -> str:
+    """Select list of the parse queries: each column cast, then ``_fail`` and ``_raw``.
+
+    ``_fail`` is 0 for a repeated header line, ``i`` when the i-th column fails its cast or
+    vocabulary (the first failing one), NULL when the row is valid; ``_raw`` re-serialises the
+    parsed fields only for failed rows, for the quarantine's ``raw_text``.
+    """
     refs = [f"p.{quote_identifier(c.name)}" for c in columns]
     cases = [
         f"WHEN {cond} THEN {i}"
         for i, (c, ref) in enumerate(zip(columns, refs, strict=True), start=1)
         if (cond := failure_condition(ref, c)) is not None
     ]
-    return load_query("check_source_rows").render(
-        {
-            "table": table,
-            "header_fields": ", ".join(refs),
-            "fail_cases": "\n        ".join(cases),
-            "logical_line": f"p.rowid + {first_line:d}" + (" + coalesce(s.k, 0)" if skip_join else ""),
-            "skip_join": "ASOF LEFT JOIN skip_offsets AS s ON p.rowid >= s.threshold" if skip_join else "",
-        }
-    )
+    fail = f"CASE WHEN list_value({', '.join(refs)}) = $header THEN 0 {' '.join(cases)} END"
+    typed = [
+        f"{cast_expression(ref, c.kind)} AS {quote_identifier(c.name)}"
+        for c, ref in zip(columns, refs, strict=True)
+    ]
+    raw = f"CASE WHEN _fail IS NOT NULL THEN {raw_text_expression(refs)} END"
+    return ",\n    ".join([*typed, f"{fail} AS _fail", f"{raw} AS _raw"])
 
 
 def check_params(columns: Sequence[Column]) -> dict[str, Any]:
-    """Parameters the checked sub-query binds: the header, and vocabularies if an enum column is present."""
+    """Parameters the checks bind: the header, and the vocabularies if an enum column is present."""
     params: dict[str, Any] = {"header": [c.name for c in columns]}
     if any(c.kind == "enum" for c in columns):
         params["vocabularies"] = {k: list(v) for k, v in VOCABULARIES.items()}
     return params
 
 
-def stored_fragments(
-    columns: Sequence[Column], checked: str, *, line_join: bool, has_county: bool
-) -> dict[str, str]:
-    """Fragments of ``stage_stops.sql``: the source's canonical columns, cast, then raw/extra ones."""
-    present = {c.name: c for c in columns}
-    # only the source's own columns are written (an all-NULL column costs DuckDB's writer dearly);
-    # Store.connect/scan add the absent canonical columns as typed NULLs
-    select = [
-        f"{cast_expression('c.' + quote_identifier(name), kind)} AS {quote_identifier(name)}"
-        for name, kind in CANONICAL_COLUMNS.items()
-        if name in present
-    ]
-    select += [f"c.{quote_identifier(c.name)}" for c in columns if c.kind in ("raw", "extra")]
-    date = f"c.{quote_identifier('date')}"
+def position_fragments(*, skips: bool) -> dict[str, str]:
+    """Fragments that turn a parsed row's rowid into its logical line (skipping blank/rejected lines)."""
     return {
-        "checked": checked,
+        "skip_join": "ASOF LEFT JOIN skip_offsets AS s ON c.rowid >= s.threshold" if skips else "",
+        "skipped_before": "coalesce(s.k, 0)" if skips else "0",
+    }
+
+
+def stored_fragments(
+    columns: Sequence[Column], table: str, *, skips: bool, multiline: bool, has_county: bool
+) -> dict[str, str]:
+    """Fragments of ``stage_stops.sql``: the source's canonical columns in canonical order, then raw/extra.
+
+    Only the source's own columns are written (an all-NULL column costs DuckDB's Parquet writer
+    dearly); :meth:`Store.connect` and :meth:`Store.scan` add absent canonical columns as typed NULLs.
+    """
+    present = {c.name for c in columns}
+    select = [f"c.{quote_identifier(n)}" for n in CANONICAL_COLUMNS if n in present]
+    select += [f"c.{quote_identifier(c.name)}" for c in columns if c.kind in ("raw", "extra")]
+    return {
+        "table": table,
         "stored_columns": ",\n        ".join(select),
-        "year_expr": f"year({cast_expression(date, 'date')})"
-        if "date" in present
-        else "CAST(NULL AS BIGINT)",
+        "year_expr": f"year(c.{quote_identifier('date')})" if "date" in present else "CAST(NULL AS BIGINT)",
         "county_join": (
             f"LEFT JOIN county_lookup AS lk ON lk.county_name = c.{quote_identifier('county_name')}"
             if has_county
             else "LEFT JOIN county_lookup AS lk ON false"
         ),
-        "line_join": "ASOF LEFT JOIN line_offsets AS o ON c._logical >= o.threshold"
-        if line_join
-        else "LEFT JOIN line_offsets AS o ON false",
-        "order_by": "ORDER BY source_line" if line_join else "",
-    }
+        "line_join": "ASOF LEFT JOIN line_offsets AS o ON c._logical >= o.threshold" if multiline else "",
+        "extra_before": "coalesce(o.extra, 0)" if multiline else "0",
+        # an ASOF join does not keep the scan's order; sorting restores it (byte-identical output)
+        "order_by": "ORDER BY source_line" if (skips or multiline) else "",
+    } | position_fragments(skips=skips)
 
 
-def raw_text_expression(columns: Sequence[Column]) -> str:
-    """SQL re-serialising a parsed row as one CSV line (``NA`` for missing; quoting where needed)."""
-    parts = []
-    for c in columns:
-        ref = f"c.{quote_identifier(c.name)}"
-        parts.append(
-            f"CASE WHEN {ref} IS NULL THEN 'NA' "
-            f"WHEN regexp_matches({ref}, '[\",\\n\\r]') THEN '\"' || replace({ref}, '\"', '\"\"') || '\"' "
-            f"ELSE {ref} END"
-        )
+def raw_text_expression(refs: Sequence[str]) -> str:
+    """SQL re-serialising parsed fields as one CSV line (``NA`` for missing; quoting where needed)."""
+    parts = [
+        f"CASE WHEN {ref} IS NULL THEN 'NA' "
+        f"WHEN regexp_matches({ref}, '[\",\\n\\r]') THEN '\"' || replace({ref}, '\"', '\"\"') || '\"' "
+        f"ELSE {ref} END"
+        for ref in refs
+    ]
     return "concat_ws(',', " + ", ".join(parts) + ")"
 
 
@@ -358,12 +362,15 @@ def _run_parse(
                 "max_line_size": max_line_size,
                 "encoding": encoding,
                 "compression": compression,
-            },
-            fragments={"table": f"parsed_{index}"},
+            }
+            | check_params(columns),
+            fragments={"table": f"parsed_{index}", "checked_columns": checked_columns(columns)},
         )
-    except Exception as e:
+    except QueryError as e:
+        if not isinstance(e.__cause__, duckdb.Error):
+            raise
         raise IngestError(
-            f"{source.label}: DuckDB could not parse the file as CSV: {e}\n"
+            f"{source.label}: DuckDB could not parse the file as CSV: {e.__cause__}\n"
             "Check that it is a comma-separated OPP file with a header line; the store is unchanged."
         ) from e
 
@@ -377,8 +384,16 @@ def _parse_parquet(con: duckdb.DuckDBPyConnection, source: Source, index: int) -
     text = ", ".join(
         f"CAST({quote_identifier(c.name)} AS VARCHAR) AS {quote_identifier(c.name)}" for c in columns
     )
-    run_query(con, "parse_parquet_source", {"path": str(source.path)},
-              fragments={"table": f"parsed_{index}", "text_columns": text})  # fmt: skip
+    run_query(
+        con,
+        "parse_parquet_source",
+        {"path": str(source.path)} | check_params(columns),
+        fragments={
+            "table": f"parsed_{index}",
+            "text_columns": text,
+            "checked_columns": checked_columns(columns),
+        },
+    )
     run_query(con, "create_empty_rejects", fragments={"rejects": f"rejects_{index}"})
     return columns, meta.metadata.num_rows
 
@@ -387,9 +402,8 @@ def _offsets(con: duckdb.DuckDBPyConnection, index: int, count: RecordCount | No
     """Register skip_offsets and line_offsets for a source; return whether each is non-trivial."""
     rejected: list[int] = []
     if count is not None:
-        rejected = [
-            r[0] for r in con.execute(f"SELECT DISTINCT line FROM rejects_{index} ORDER BY 1").fetchall()
-        ]
+        rejected = run_query(con, "list_rejected_lines", fragments={"rejects": f"rejects_{index}"}).fetchall()
+        rejected = [r[0] for r in rejected]
     skipped = sorted(set(rejected) | set(count.blank_lines if count else ()))
     skipped = [s for s in skipped if s > 1]
     thresholds: dict[int, int] = {}
@@ -439,8 +453,6 @@ def _stage_source(
     table = f"parsed_{index}"
     # a CSV's first data record is line 2 (after the header); a Parquet file's first row is row 1
     first_line = 1 if source.kind == "parquet" else 2
-    checked = checked_sql(columns, table, skip_join=has_skips, first_line=first_line)
-    params = check_params(columns)
 
     # fail codes: 0 = repeated header; i = column i failed its cast or vocabulary
     codes = pl.DataFrame(
@@ -475,33 +487,26 @@ def _stage_source(
     run_query(
         con,
         "stage_stops",
-        {"out": str(stops_out), "source_file": source.name, "state": source.state} | params,
-        fragments=stored_fragments(columns, checked, line_join=has_lines, has_county=has_county),
+        {"out": str(stops_out), "source_file": source.name, "state": source.state, "first_line": first_line},
+        fragments=stored_fragments(
+            columns, table, skips=has_skips, multiline=has_lines, has_county=has_county
+        ),
     )
     quarantine_out = tx.dir / "quarantine" / f"{key}.parquet"
     quarantine_out.parent.mkdir(parents=True, exist_ok=True)
     run_query(
         con,
         "stage_quarantine",
-        {"out": str(quarantine_out), "source_file": source.name} | params,
-        fragments={
-            "checked": checked,
-            "rejects": f"rejects_{index}",
-            "raw_text": raw_text_expression(columns),
-        },
+        {"out": str(quarantine_out), "source_file": source.name, "first_line": first_line},
+        fragments={"table": table, "rejects": f"rejects_{index}"} | position_fragments(skips=has_skips),
     )
     parts = sorted(stops_out.rglob("*.parquet")) if stops_out.exists() else []
-    stored = 0
-    without_county = 0
+    stored = without_county = 0
     if parts:
-        stored, without_county = con.execute(
-            "SELECT count(*), count(*) FILTER (WHERE county_fips IS NULL) FROM read_parquet($p)",
-            {"p": [str(p) for p in parts]},
+        stored, without_county = run_query(
+            con, "count_staged_stops", {"files": [str(p) for p in parts]}
         ).fetchone()  # type: ignore[misc]
-    qrows = con.execute(
-        "SELECT reason, count(*) FROM read_parquet($p) GROUP BY reason ORDER BY reason",
-        {"p": str(quarantine_out)},
-    ).fetchall()
+    qrows = run_query(con, "count_quarantine_reasons", {"file": str(quarantine_out)}).fetchall()
     quarantined = sum(n for _, n in qrows)
     if quarantined == 0:
         quarantine_out.unlink()
@@ -512,7 +517,7 @@ def _stage_source(
             "Please report this with the file."
         )
     for name in (table, f"rejects_{index}", f"rejects_scan_{index}"):
-        con.execute(f"DROP TABLE IF EXISTS {name}")
+        run_query(con, "drop_staging_table", fragments={"table": name})
     report = SourceReport(
         path=str(source.path.resolve()),
         name=source.name,
@@ -629,7 +634,8 @@ def _run(
     progress: ProgressFn | None,
 ) -> IngestReport:
     config = duckdb_config(memory_limit=memory_limit, threads=threads, temp_directory=tx.dir / "spill")
-    con = duckdb.connect(str(tx.dir / "work.duckdb"), config=config)
+    # in memory, spilling to the transaction's directory beyond the memory limit
+    con = duckdb.connect(":memory:", config=config)
     reports: list[SourceReport] = []
     moves: list[tuple[Path, Path]] = []
     deletions: list[Path] = []
