@@ -24,12 +24,20 @@ import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import date
-from typing import Any, Literal
+from typing import Any
 
 import polars as pl
 
 from stopdisparity.errors import SpecificationError, check_choice
 from stopdisparity.geo import canonical_fips, state_from_fips
+from stopdisparity.periods import (
+    FREQUENCIES,
+    Frequency,
+    make_periods,
+    period_index,
+    period_start,
+    periods_range,
+)
 from stopdisparity.policy.registry import AGENCY_TYPES, CONFIDENCE_LEVELS, _agency_key
 
 __all__ = [
@@ -53,99 +61,11 @@ KNOWN_MODELS = ("jail", "task_force", "warrant_service_officer")
 UNKNOWN_MODEL_RULES = ("treat_as_jail", "exclude_county", "treat_as_control")
 EXIT_RULES = ("in_force", "absorbing", "censor")
 MID_PERIOD_RULES = ("first_day", "any_day", "majority")
-FREQUENCIES = ("month", "quarter", "year")
-
-Frequency = Literal["month", "quarter", "year"]
 
 _OPEN_END = date(9999, 12, 31)
 _CONFIDENCE_RANK = {level: i for i, level in enumerate(CONFIDENCE_LEVELS)}
 _POLICY_NAME = re.compile(r"[a-z][a-z0-9_]*")
 _FIPS = re.compile(r"\d{5}")
-
-# --------------------------------------------------------------------------------------------------
-# Periods
-# --------------------------------------------------------------------------------------------------
-
-
-def period_index(day: date, freq: Frequency) -> int:
-    """The index of the period holding ``day``: ``year*12+month-1``, ``year*4+quarter-1`` or ``year``.
-
-    Parameters
-    ----------
-    day : datetime.date
-    freq : {"month", "quarter", "year"}
-
-    Returns
-    -------
-    int
-
-    Examples
-    --------
-    >>> period_index(date(2006, 2, 27), "month"), period_index(date(2006, 2, 27), "quarter")
-    (24073, 8024)
-    """
-    check_choice("freq", freq, FREQUENCIES)
-    if freq == "month":
-        return day.year * 12 + day.month - 1
-    if freq == "quarter":
-        return day.year * 4 + (day.month - 1) // 3
-    return day.year
-
-
-def period_start(index: int, freq: Frequency) -> date:
-    """The first day of the period with this index (the inverse of :func:`period_index`).
-
-    Parameters
-    ----------
-    index : int
-    freq : {"month", "quarter", "year"}
-
-    Returns
-    -------
-    datetime.date
-    """
-    check_choice("freq", freq, FREQUENCIES)
-    if freq == "month":
-        return date(index // 12, index % 12 + 1, 1)
-    if freq == "quarter":
-        return date(index // 4, (index % 4) * 3 + 1, 1)
-    return date(index, 1, 1)
-
-
-def make_periods(start: date, end: date, *, freq: Frequency = "month") -> pl.DataFrame:
-    """The periods frame :func:`treatment_timing` takes, covering ``start`` to ``end``.
-
-    Parameters
-    ----------
-    start, end : datetime.date
-        The first and last day to cover (inclusive); the periods holding them are the first and last.
-    freq : {"month", "quarter", "year"}, default "month"
-
-    Returns
-    -------
-    polars.DataFrame
-        ``period`` (Int64, consecutive), ``period_start`` (Date), ``period_end`` (Date, exclusive:
-        the next period's start).
-
-    Raises
-    ------
-    SpecificationError
-        If ``freq`` is not allowed or ``end`` is before ``start``.
-    """
-    check_choice("freq", freq, FREQUENCIES)
-    if not isinstance(start, date) or not isinstance(end, date) or end < start:
-        raise SpecificationError(f"need dates with start <= end; got start={start!r}, end={end!r}")
-    first, last = period_index(start, freq), period_index(end, freq)
-    indexes = list(range(first, last + 1))
-    return pl.DataFrame(
-        {
-            "period": indexes,
-            "period_start": [period_start(i, freq) for i in indexes],
-            "period_end": [period_start(i + 1, freq) for i in indexes],
-        },
-        schema={"period": pl.Int64, "period_start": pl.Date, "period_end": pl.Date},
-    )
-
 
 def _detect_frequency(periods: pl.DataFrame) -> Frequency | None:
     rows = list(periods.select("period", "period_start", "period_end").iter_rows())
@@ -702,15 +622,7 @@ def treatment_timing(
         earliest = period_index(rows_used["signed"].min(), freq)  # type: ignore[arg-type]
         lo = min(p_first, earliest)
         hi = p_last + spec.anticipation
-        indexes = list(range(lo, hi + 1))
-        grid = pl.DataFrame(
-            {
-                "period": indexes,
-                "period_start": [period_start(i, freq) for i in indexes],
-                "period_end": [period_start(i + 1, freq) for i in indexes],
-            },
-            schema={"period": pl.Int64, "period_start": pl.Date, "period_end": pl.Date},
-        )
+        grid = periods_range(lo, hi, freq)
     else:
         grid = window
 
