@@ -210,5 +210,170 @@ def summary(
         )
 
 
+def _print_frame(frame: pl.DataFrame, title: str | None = None) -> None:
+    """A polars frame as a rich table on stdout."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in frame.columns:
+        table.add_column(col)
+    for row in frame.iter_rows():
+        table.add_row(*["NA" if v is None else str(v) for v in row])
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+
+
+@app.command()
+def panel(
+    store: Annotated[Path, typer.Option("--store", help="Store directory.")],
+    out: Annotated[Path, typer.Option("--out", help="Panel file (.parquet or .csv); a .json beside it.")],
+    state: Annotated[list[str] | None, typer.Option("--state", help="States to keep; repeatable.")] = None,
+    agency: Annotated[
+        list[str] | None,
+        typer.Option("--agency", help="Stopping agency (department_name), e.g. 'NC State Highway Patrol'."),
+    ] = None,
+    policy: Annotated[str, typer.Option(help="'287g' (shipped registry) or a policy CSV path.")] = "287g",
+    period: Annotated[str, typer.Option(help="month, quarter or year.")] = "month",
+    design: Annotated[str, typer.Option(help="spillover (default) or direct.")] = "spillover",
+    years: Annotated[str | None, typer.Option(help="First and last year, e.g. 2000-2015.")] = None,
+    stop_type: Annotated[list[str] | None, typer.Option("--stop-type", help="vehicular/pedestrian.")] = None,
+    reason: Annotated[
+        list[str] | None, typer.Option("--reason", help="reason_for_stop values to keep.")
+    ] = None,
+    by: Annotated[
+        list[str] | None, typer.Option("--by", help="Extra stop-level columns to split cells.")
+    ] = None,
+    min_pre_stops: Annotated[int | None, typer.Option(help="Eligibility: minimum pre-period stops.")] = None,
+    max_pre_unknown_share: Annotated[
+        float | None, typer.Option(help="Eligibility: maximum pre-period share of unknown race.")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the sample log and lineage as JSON.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+    memory_limit: Annotated[str, typer.Option(help="DuckDB memory limit.")] = "2GB",
+) -> None:
+    """Build a county x period x race panel with treatment timing, population and a sample log."""
+    from stopdisparity.panel import PanelSpec, build_panel
+
+    try:
+        span = None
+        if years:
+            first, _, last = years.partition("-")
+            span = (int(first), int(last or first))
+        spec = PanelSpec(
+            states=tuple(state or ()),
+            agencies=tuple(agency or ()),
+            years=span,
+            stop_types=tuple(stop_type or ()),
+            reasons=tuple(reason or ()),
+            period=period,  # type: ignore[arg-type]
+            design=design,  # type: ignore[arg-type]
+            by=tuple(by or ()),
+            min_pre_stops=min_pre_stops,
+            max_pre_unknown_share=max_pre_unknown_share,
+        )
+        result = build_panel(store, spec, policy=policy, memory_limit=memory_limit)
+        result.write(out)
+    except (StopDisparityError, ValueError) as e:
+        raise _fail(e) from e
+    if as_json:
+        _emit_json(result.to_json())
+    elif not quiet:
+        _print_frame(result.sample_log.to_frame().drop("share_dropped"), "Sample log")
+        summary = result.lineage["policies"]["main"]["treated_summary"]
+        if summary:
+            _print_frame(pl.DataFrame(summary), "Treated counties by state, model and cohort")
+        err.print(f"wrote {out} ({result.frame.height:,} cells) and {out.with_suffix('.json')}")
+
+
+policy_app = typer.Typer(
+    help="Policy registries: list, show, validate, import ICE sheets.", no_args_is_help=True
+)
+app.add_typer(policy_app, name="policy")
+
+
+@policy_app.command("list")
+def policy_list() -> None:
+    """The shipped policies (use their name with --policy)."""
+    from stopdisparity.policy import list_policies
+
+    _print_frame(list_policies(), "Shipped policies")
+
+
+@policy_app.command("show")
+def policy_show(
+    policy: Annotated[str, typer.Argument(help="'287g' or a policy CSV path.")] = "287g",
+    agency: Annotated[
+        str | None, typer.Option(help="Show the rows of agencies matching this name or FIPS.")
+    ] = None,
+    state: Annotated[str | None, typer.Option(help="Only this state.")] = None,
+) -> None:
+    """Counts by state, model and agency type, or the rows of one agency."""
+    from stopdisparity.policy import describe_registry, load_registry, resolve_policy, show_agency
+
+    try:
+        frame = load_registry(resolve_policy(policy))
+        if state:
+            frame = frame.filter(pl.col("state") == state.upper())
+        if agency:
+            cols = [
+                "registry_row",
+                "state",
+                "agency",
+                "county_fips",
+                "model",
+                "signed",
+                "ended",
+                "confidence",
+            ]
+            _print_frame(show_agency(frame, agency).select(cols), f"Rows matching {agency!r}")
+        else:
+            _print_frame(describe_registry(frame), f"{policy}: rows by state, model and agency type")
+    except StopDisparityError as e:
+        raise _fail(e) from e
+
+
+@policy_app.command("validate")
+def policy_validate(
+    path: Annotated[Path, typer.Argument(help="A policy CSV in the registry format.")],
+) -> None:
+    """Check a policy file; every problem names its line, column and value. Exit 1 if any."""
+    from stopdisparity.policy import load_registry, validate_registry
+
+    try:
+        frame = load_registry(path, strict=False)
+    except StopDisparityError as e:
+        raise _fail(e) from e
+    problems = validate_registry(
+        frame.with_columns(pl.col("signed", "ended").cast(pl.String)), source=str(path)
+    )
+    if not problems:
+        err.print(f"{path}: {frame.height} rows, no problems")
+        return
+    for p in problems:
+        err.print(str(p), highlight=False)
+    err.print(f"{path}: {len(problems)} problem(s)")
+    raise typer.Exit(code=1)
+
+
+@policy_app.command("import")
+def policy_import(
+    sheet_file: Annotated[Path, typer.Argument(help="An ICE participating-agencies sheet (.xlsx or .csv).")],
+    out: Annotated[Path, typer.Option("--out", help="Registry CSV to write.")],
+    sheet: Annotated[str | None, typer.Option(help="Worksheet name (default: the first).")] = None,
+) -> None:
+    """Read an ICE sheet into registry rows; rows needing attention are listed, never dropped silently."""
+    from stopdisparity.policy import import_ice_sheet, write_registry
+
+    try:
+        result = import_ice_sheet(sheet_file, sheet=sheet)
+        write_registry(result.rows, out)
+    except StopDisparityError as e:
+        raise _fail(e) from e
+    err.print(f"{result.source}: header on row {result.header_row}; wrote {result.rows.height} rows to {out}")
+    if result.unresolved.height:
+        _print_frame(result.unresolved, "Rows needing attention (imported = kept with a default)")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()
