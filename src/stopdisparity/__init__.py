@@ -13,18 +13,30 @@ except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+unknown"
 
 from stopdisparity.api import (
+    Panel,
+    PanelSpec,
+    TreatmentSpec,
+    build_panel,
     ingest,
     load_quarantine,
+    load_registry,
     load_stops,
     open_store,
     stops_by_state_year_race,
+    treatment_timing,
 )
 
 __all__ = [
+    "Panel",
+    "PanelSpec",
+    "TreatmentSpec",
     "__version__",
+    "build_panel",
     "ingest",
     "load_quarantine",
+    "load_registry",
     "load_stops",
     "open_store",
     "stops_by_state_year_race",
+    "treatment_timing",
 ]

@@ -11,6 +11,8 @@ import polars as pl
 
 from stopdisparity.ingest import IngestReport, ProgressFn
 from stopdisparity.ingest import ingest as _ingest
+from stopdisparity.panel import Panel, PanelSpec, build_panel
+from stopdisparity.policy import TreatmentSpec, load_registry, treatment_timing
 from stopdisparity.sql import query_frame
 from stopdisparity.store import Store, open_store
 
@@ -60,4 +62,16 @@ def _store(store: str | Path | Store) -> Store:
     return store if isinstance(store, Store) else open_store(store)
 
 
-__all__ = ["ingest", "load_quarantine", "load_stops", "open_store", "stops_by_state_year_race"]
+__all__ = [
+    "Panel",
+    "PanelSpec",
+    "TreatmentSpec",
+    "build_panel",
+    "ingest",
+    "load_quarantine",
+    "load_registry",
+    "load_stops",
+    "open_store",
+    "stops_by_state_year_race",
+    "treatment_timing",
+]
