@@ -77,9 +77,12 @@ def test_summary_and_notebook(tmp_path: Path, opp_file: Path) -> None:
     proc = cli("summary", "--store", "st", "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)
-    assert sum(r["stops"] for r in rows) == json.loads((tmp_path / "st" / "manifest.json").read_text())[
-        "sources"
-    ]["nc_statewide_2020_04_01.csv.zip"]["rows_stored"]
+    assert (
+        sum(r["stops"] for r in rows)
+        == json.loads((tmp_path / "st" / "manifest.json").read_text())["sources"][
+            "nc_statewide_2020_04_01.csv.zip"
+        ]["rows_stored"]
+    )
     text = cli("summary", "--store", "st", cwd=tmp_path)
     assert text.returncode == 0 and "Stops by state, year and race" in text.stdout
 
@@ -95,3 +98,39 @@ def test_summary_and_notebook(tmp_path: Path, opp_file: Path) -> None:
 def test_summary_on_missing_store_fails_clearly(tmp_path: Path) -> None:
     proc = cli("summary", "--store", "nowhere", cwd=tmp_path)
     assert proc.returncode == 2 and "no such store" in proc.stderr
+
+
+def test_panel_and_policy_commands(tmp_path: Path) -> None:
+    assert cli("synth", "raw", "--rows", "6000", "--seed", "2", "--quiet", cwd=tmp_path).returncode == 0
+    files = sorted(str(p) for p in (tmp_path / "raw").glob("*.csv.zip"))
+    assert cli("ingest", *files, "--store", "st", "--quiet", cwd=tmp_path).returncode == 0
+    proc = cli(
+        "panel", "--store", "st", "--agency", "NC State Highway Patrol", "--agency", "SC Highway Patrol",
+        "--period", "year", "--out", "panel.parquet", "--json", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    meta = json.loads(proc.stdout)
+    assert [s["step"] for s in meta["sample_log"]][:3] == ["states", "date_window", "agency"]
+    assert meta["lineage"]["policies"]["main"]["policy"] == "287g"
+    assert (tmp_path / "panel.parquet").exists() and (tmp_path / "panel.json").exists()
+    import polars as pl
+
+    frame = pl.read_parquet(tmp_path / "panel.parquet")
+    assert frame.columns[:10] == [
+        "county_fips", "state", "period", "period_start", "race", "stops", "population", "in_force",
+        "first_treated", "rel_period",
+    ]  # fmt: skip
+    assert frame["stops"].sum() == meta["sample_log"][-1]["n_after"]
+
+    assert (
+        cli("panel", "--store", "st", "--period", "week", "--out", "p.parquet", cwd=tmp_path).returncode == 2
+    )
+    listed = cli("policy", "list", cwd=tmp_path)
+    assert listed.returncode == 0 and "287g" in listed.stdout
+    bad = tmp_path / "bad.csv"
+    bad.write_text(
+        "state,agency,agency_type,county_fips,model,signed,ended,end_basis,source\n"
+        "NC,Wake County Sheriff's Office,sheriff,37183,jail,2010-05-01,2009-01-01,x,press\n"
+    )
+    proc = cli("policy", "validate", str(bad), cwd=tmp_path)
+    assert proc.returncode == 1 and "line 2" in proc.stderr and "ended" in proc.stderr
