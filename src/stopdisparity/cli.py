@@ -246,6 +246,24 @@ def panel(
     max_pre_unknown_share: Annotated[
         float | None, typer.Option(help="Eligibility: maximum pre-period share of unknown race.")
     ] = None,
+    model: Annotated[
+        list[str] | None, typer.Option("--model", help="Agreement models that count (default: all).")
+    ] = None,
+    agency_type: Annotated[
+        list[str] | None, typer.Option("--agency-type", help="Agency types that count (default: all).")
+    ] = None,
+    min_confidence: Annotated[str, typer.Option(help="low, medium or high.")] = "low",
+    unknown_model: Annotated[
+        str, typer.Option(help="treat_as_jail, exclude_county or treat_as_control.")
+    ] = "treat_as_jail",
+    exit_rule: Annotated[str, typer.Option("--exit", help="in_force, absorbing or censor.")] = "in_force",
+    start_lag: Annotated[int, typer.Option(help="Periods from adoption to the first treated period.")] = 0,
+    anticipation: Annotated[int, typer.Option(help="Anticipation periods (recorded for estimators).")] = 0,
+    mid_period: Annotated[str, typer.Option(help="first_day, any_day or majority.")] = "first_day",
+    extra_policy: Annotated[
+        list[str] | None,
+        typer.Option("--extra-policy", help="NAME=PATH: another policy file with its own timing columns."),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the sample log and lineage as JSON.")
     ] = False,
@@ -254,6 +272,7 @@ def panel(
 ) -> None:
     """Build a county x period x race panel with treatment timing, population and a sample log."""
     from stopdisparity.panel import PanelSpec, build_panel
+    from stopdisparity.policy import TreatmentSpec
 
     try:
         span = None
@@ -272,7 +291,28 @@ def panel(
             min_pre_stops=min_pre_stops,
             max_pre_unknown_share=max_pre_unknown_share,
         )
-        result = build_panel(store, spec, policy=policy, memory_limit=memory_limit)
+        treatment_args: dict[str, Any] = {
+            "min_confidence": min_confidence,
+            "unknown_model": unknown_model,
+            "exit": exit_rule,
+            "start_lag": start_lag,
+            "anticipation": anticipation,
+            "mid_period": mid_period,
+        }
+        if model:
+            treatment_args["models"] = tuple(model)
+        if agency_type:
+            treatment_args["agency_types"] = tuple(agency_type)
+        treatment = TreatmentSpec(**treatment_args)
+        extras: dict[str, tuple[str, TreatmentSpec]] = {}
+        for item in extra_policy or ():
+            name, sep, path = item.partition("=")
+            if not sep or not name or not path:
+                raise StopDisparityError(f"--extra-policy must be NAME=PATH; got {item!r}")
+            extras[name] = (path, TreatmentSpec())
+        result = build_panel(
+            store, spec, policy=policy, treatment=treatment, extra_policies=extras, memory_limit=memory_limit
+        )
         result.write(out)
     except (StopDisparityError, ValueError) as e:
         raise _fail(e) from e
