@@ -269,23 +269,26 @@ def build_panel(
     counties = geo.county_centroids().filter(pl.col("state").is_in(states)).select("county_fips", "state")
     panel = _balanced(cells, spec, counties)
 
-    # treatment timing: one set of columns per policy (the main one unnamed)
-    policies: dict[str, tuple[str | Path, Any]] = {"": (policy, treatment)}
-    policies.update(extra_policies or {})
+    # treatment timing: one set of columns per policy (the main one unnamed); timing is computed for
+    # the panel's counties and their neighbours (across state lines) for neighbor_in_force
+    adjacency = _adjacency()
+    fips = sorted(panel["county_fips"].unique().to_list())
+    neighbours = adjacency.filter(pl.col("county_fips").is_in(fips))["neighbor_fips"].unique().to_list()
     first, last = int(panel["period"].min()), int(panel["period"].max())  # type: ignore[arg-type]
     window = periods_range(first, last, spec.period)
-    fips = sorted(panel["county_fips"].unique().to_list())
-    rows_used, timing_lineage, main_timing = [], {}, None
+    policies: dict[str, tuple[str | Path, Any]] = {"": (policy, treatment)}
+    policies.update(extra_policies or {})
+    rows_used, timing_lineage, main_frame = [], {}, None
     for name, (pol, tsp) in policies.items():
         path = policy_mod.resolve_policy(pol)
         tspec = _design_spec(tsp, spec, policy_mod)
-        timing = policy_mod.treatment_timing(policy_mod.load_registry(path), tspec, window, counties=fips)
+        registry = policy_mod.load_registry(path)
+        timing = policy_mod.treatment_timing(registry, tspec, window, counties=sorted({*fips, *neighbours}))
         if name == "":
-            main_timing = timing
-            frame = timing.frame
-        else:
-            frame = timing.named(name)
+            main_frame = timing.frame
+        frame = timing.named(name or None) if name else timing.frame
         panel = panel.join(frame, on=["county_fips", "period"], how="left")
+        panel, log = _exclude_unknown_model(panel, log, timing.excluded, name)
         rows_used.append(timing.rows_used.with_columns(pl.lit(name or str(pol)).alias("policy")))
         timing_lineage[name or "main"] = {
             "policy": str(pol),
@@ -295,44 +298,15 @@ def build_panel(
             "notes": list(timing.notes),
             "treated_summary": timing.summary.to_dicts(),
         }
-    assert main_timing is not None
-    if main_timing.excluded.height:  # unknown_model="exclude_county"
-        gone = main_timing.excluded["county_fips"].unique()
-        before = panel["county_fips"].n_unique()
-        panel = panel.filter(~pl.col("county_fips").is_in(gone.to_list()))
-        log = log.add(
-            SampleStep(
-                "exclude_unknown_model",
-                "counties whose agreement has an unknown model (unknown_model='exclude_county')",
-                before,
-                panel["county_fips"].n_unique(),
-                "counties",
-                {"counties": sorted(gone.to_list())},
-            )
-        )
-    if bool(panel["censored"].any()):  # exit="censor": county-periods after the first switch-off
+    assert main_frame is not None
+    if bool(panel["censored"].any()):  # exit="censor" (main policy): periods after the first switch-off
         before = panel.height
         panel = panel.filter(~pl.col("censored"))
-        log = log.add(
-            SampleStep(
-                "censor_after_exit",
-                "county-periods after an agreement ended (exit='censor')",
-                before,
-                panel.height,
-                "cells",
-            )
-        )
+        reason = "county-periods after an agreement ended (exit='censor')"
+        log = log.add(SampleStep("censor_after_exit", reason, before, panel.height, "cells"))
 
-    # neighbours: is an adjacent county treated in this period?
-    adjacency = (
-        geo.county_adjacency()
-        .with_columns(
-            pl.col("county_fips").map_elements(geo.canonical_fips, return_dtype=pl.String),
-            pl.col("neighbor_fips").map_elements(geo.canonical_fips, return_dtype=pl.String),
-        )
-        .filter(pl.col("county_fips") != pl.col("neighbor_fips"))
-    )
-    treated_now = main_timing.frame.select(pl.col("county_fips").alias("neighbor_fips"), "period", "in_force")
+    # neighbours: is an adjacent county (in any state) treated in this period?
+    treated_now = main_frame.select(pl.col("county_fips").alias("neighbor_fips"), "period", "in_force")
     neighbor = (
         adjacency.join(treated_now, on="neighbor_fips")
         .group_by("county_fips", "period")
@@ -414,6 +388,36 @@ def _versions() -> dict[str, str]:
     return {"stopdisparity": __version__, "duckdb": duckdb.__version__, "polars": pl.__version__}
 
 
+def _adjacency() -> pl.DataFrame:
+    """County adjacency in the centroids' (2016) county codes, without self-pairs."""
+    from stopdisparity import geo
+
+    return (
+        geo.county_adjacency()
+        .with_columns(
+            pl.col("county_fips").map_elements(geo.canonical_fips, return_dtype=pl.String),
+            pl.col("neighbor_fips").map_elements(geo.canonical_fips, return_dtype=pl.String),
+        )
+        .filter(pl.col("county_fips") != pl.col("neighbor_fips"))
+        .unique()
+    )
+
+
+def _exclude_unknown_model(
+    panel: pl.DataFrame, log: SampleLog, excluded: pl.DataFrame, policy_name: str
+) -> tuple[pl.DataFrame, SampleLog]:
+    """Drop counties a policy excluded (``unknown_model='exclude_county'``), as a logged step."""
+    gone = sorted(set(excluded["county_fips"].to_list()) & set(panel["county_fips"].unique().to_list()))
+    if not gone:
+        return panel, log
+    before = panel["county_fips"].n_unique()
+    panel = panel.filter(~pl.col("county_fips").is_in(gone))
+    step = "exclude_unknown_model" + (f"__{policy_name}" if policy_name else "")
+    reason = "counties whose agreement has an unknown model (unknown_model='exclude_county')"
+    after = panel["county_fips"].n_unique()
+    return panel, log.add(SampleStep(step, reason, before, after, "counties", {"counties": gone}))
+
+
 def _design_spec(treatment: Any, spec: PanelSpec, policy_mod: Any) -> Any:
     """The TreatmentSpec with the design's agency rule applied."""
     import dataclasses
@@ -434,12 +438,17 @@ def _eligibility(panel: pl.DataFrame, spec: PanelSpec) -> tuple[pl.DataFrame, li
     if spec.min_pre_stops is None and spec.max_pre_unknown_share is None:
         return panel, steps
     pre = panel.filter((pl.col("first_treated") == 0) | (pl.col("period") < pl.col("first_treated")))
-    per_county = pre.group_by("county_fips").agg(
+    unknown = pl.col("race").is_in(["unknown", "other/unknown", "NA"])
+    pre_counts = pre.group_by("county_fips").agg(
         pl.col("stops").sum().alias("pre_stops"),
-        pl.col("stops")
-        .filter(pl.col("race").is_in(["unknown", "other/unknown", "NA"]))
-        .sum()
-        .alias("pre_unknown"),
+        pl.col("stops").filter(unknown).sum().alias("pre_unknown"),
+    )
+    # every county, with zeros where it has no pre-period (treated before the panel starts)
+    per_county = (
+        panel.select("county_fips")
+        .unique()
+        .join(pre_counts, on="county_fips", how="left")
+        .with_columns(pl.col("pre_stops", "pre_unknown").fill_null(0))
     )
     keep = panel.select("county_fips").unique()
     if spec.min_pre_stops is not None:
