@@ -19,16 +19,18 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 import zipfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _measure import run_measured
+
 HERE = Path(__file__).resolve().parent
 
 RUNNER = r"""
-import json, resource, sys, time
+import json, sys, time
 mode, src, out = sys.argv[1], sys.argv[2], sys.argv[3]
 t0 = time.perf_counter()
 if mode == "ours":
@@ -56,24 +58,19 @@ elif mode == "pandas":
             writer = pq.ParquetWriter(out, table.schema)
         writer.write_table(table)
     writer.close()
-elapsed = time.perf_counter() - t0
-print(json.dumps({"seconds": elapsed, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+print(json.dumps({"seconds": time.perf_counter() - t0}))
 """
 
 
 def run(mode: str, src: Path, out: Path) -> dict:
     if out.exists():
         shutil.rmtree(out) if out.is_dir() else out.unlink()
-    t0 = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-c", RUNNER, mode, str(src), str(out)], capture_output=True, text=True, check=False
-    )
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise SystemExit(f"{mode} failed:\n{proc.stderr[-3000:]}")
-    last = proc.stdout.strip().splitlines()[-1]
-    result = json.loads(last)
+    wall, peak, stdout, stderr, code = run_measured([sys.executable, "-c", RUNNER, mode, str(src), str(out)])
+    if code != 0:
+        raise SystemExit(f"{mode} failed:\n{stderr[-3000:]}")
+    result = json.loads(stdout.strip().splitlines()[-1])
     result["wall_seconds"] = wall  # includes interpreter and import start-up
+    result["peak_rss_mb"] = peak  # the child's own peak RSS (psutil polling)
     return result
 
 

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _measure import run_measured
+
 HERE = Path(__file__).resolve().parent
 
 RUNNER = r"""
-import json, resource, sys, time
+import json, sys, time
 t0 = time.perf_counter()
 from stopdisparity.panel import PanelSpec, build_panel
 imported = time.perf_counter() - t0
@@ -28,8 +30,7 @@ panel = build_panel(sys.argv[1], PanelSpec(agencies=("NC State Highway Patrol", 
                                            period=sys.argv[2]))
 built = time.perf_counter() - t1
 print(json.dumps({"build_seconds": built, "import_seconds": imported, "cells": panel.frame.height,
-                  "stops": int(panel.frame["stops"].sum()),
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "stops": int(panel.frame["stops"].sum())}))
 """
 
 
@@ -61,15 +62,10 @@ def main() -> None:
     for period in ("month", "quarter", "year"):
         runs = []
         for _ in range(args.repeat):
-            proc = subprocess.run(
-                [sys.executable, "-c", RUNNER, str(store), period],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if proc.returncode != 0:
-                raise SystemExit(proc.stderr[-3000:])
-            runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            _, peak, stdout, stderr, code = run_measured([sys.executable, "-c", RUNNER, str(store), period])
+            if code != 0:
+                raise SystemExit(stderr[-3000:])
+            runs.append(json.loads(stdout.strip().splitlines()[-1]) | {"peak_rss_mb": peak})
         best = min(runs, key=lambda r: r["build_seconds"])
         results[period] = best
         print(
