@@ -1,0 +1,721 @@
+r"""Two-way fixed-effects difference-in-differences on the race composition of stops.
+
+Users call :func:`fit_did` (re-exported by :mod:`stopdisparity.api`); it returns a frozen
+:class:`DidResult` with a DESIGN.md ``tidy()`` table.
+
+Estimators
+----------
+``twfe-logit`` (the headline; the Texas A&M design, Pham & Van 2022). On county × period cells, the
+share of focal-race stops among focal + reference stops, :math:`y_{ct} = F_{ct}/n_{ct}`, is modelled as
+binomial with :math:`\operatorname{logit} p_{ct} = \alpha_c + \gamma_{s(c)t} + \beta D_{ct}`: county
+effects, state × period effects (period effects when the panel has one state), and :math:`D_{ct}` the
+policy in force. With :math:`n_{ct}` as binomial trials this is exactly the stop-level logit of "the
+driver is of the focal race" on the same dummies (Grosjean, Masera & Yousaf 2023 use that form): same
+likelihood, same coefficients, same scores — the tests expand cells to stops and compare.
+:math:`\beta` is the ATT on the log odds under parallel trends in log odds; the result also gives the
+odds ratio and the stop-weighted percentage-point effect
+:math:`100\sum_{D=1} n(\hat p - \hat p^0)/\sum_{D=1} n` with :math:`\hat p^0` the prediction with the
+policy switched off, and its delta-method SE over all parameters (fixed effects included).
+
+The two-race Poisson "triple difference" with county × period effects
+(:func:`stopdisparity.models.counts.fit_counts` with ``form="two-race"``) is the *same model* — its
+likelihood profiles to this one (Baker 1994) — and is not additional evidence.
+
+``twfe-linear``. The share on the same fixed effects by weighted least squares, weighted by stops
+(default), county-equal (each county's weights sum to one, cells within it by stops) or unit-equal
+(unweighted cells). It assumes parallel trends in levels of the share, a different assumption
+(Roth & Sant'Anna 2023).
+
+Computation and inference
+-------------------------
+The fixed effects are absorbed exactly (:mod:`stopdisparity.models._fe`): IRLS with a weighted
+projection that eliminates the larger factor and factorises the Schur complement of the smaller one.
+The NC + SC county × month panel (about 26,000 cells, 146 county and 336 state-month effects) fits in
+under a second (0.2 s on an idle core). Standard errors are cluster-robust sandwiches computed here
+from the scores and the Hessian: CR0, and CR1 = G/(G-1)·(N-1)/(N-K)·CR0 with pyfixest's ``CRV1``
+conventions (K counts the coefficients and the non-nested fixed effects; see
+:class:`~stopdisparity.models._fe.SmallSample`).
+For the logit, **N is the number of stops** (Bernoulli trials), so CR1 equals pyfixest's
+``feglm(family="logit")`` CRV1 on the stop-level data exactly and does not depend on aggregation; for
+the linear model N is the number of cells (analytic weights, as pyfixest ``feols(weights=...)``).
+p-values and intervals use the normal for the logit and t(G-1) for the linear model, as pyfixest.
+
+Every fit reports G, G₁ (clusters with any treated cell) and the largest treated cluster's share of
+treated stops, and warns (:class:`~stopdisparity.errors.FewClustersWarning`) when G₁ < 10 or that
+share exceeds 0.3; :meth:`DidResult.effective_weights` and :meth:`DidResult.leave_one_out` show how
+much each treated county drives the estimate.
+
+References
+----------
+Pham, H. & Van, P. H. (2022). Sheriffs, State Troopers, and the Spillover Effects of Immigration
+Policing. 64 Arizona Law Review 463.
+Grosjean, P., Masera, F. & Yousaf, H. (2023). Inflammatory political campaigns and racial bias in
+policing. Quarterly Journal of Economics 138(1), 413-463. https://doi.org/10.1093/qje/qjac037
+Baker, S. G. (1994). The multinomial-Poisson transformation. Journal of the Royal Statistical Society
+D 43(4), 495-504. https://doi.org/10.2307/2348134
+de Chaisemartin, C. & D'Haultfœuille, X. (2020). Two-way fixed effects estimators with heterogeneous
+treatment effects. American Economic Review 110(9), 2964-2996. https://doi.org/10.1257/aer.20181169
+Goodman-Bacon, A. (2021). Difference-in-differences with variation in treatment timing. Journal of
+Econometrics 225(2), 254-277. https://doi.org/10.1016/j.jeconom.2021.03.014
+Wooldridge, J. M. (2023). Simple approaches to nonlinear difference-in-differences with panel data.
+Econometrics Journal 26(3), C31-C66. https://doi.org/10.1093/ectj/utad016
+Roth, J. & Sant'Anna, P. H. C. (2023). When is parallel trends sensitive to functional form?
+Econometrica 91(2), 737-747. https://doi.org/10.3982/ECTA19402
+Cameron, A. C. & Miller, D. L. (2015). A practitioner's guide to cluster-robust inference. Journal of
+Human Resources 50(2), 317-372. https://doi.org/10.3368/jhr.50.2.317
+Pierson, E. et al. (2020). A large-scale analysis of racial disparities in police stops across the
+United States. Nature Human Behaviour 4, 736-745. https://doi.org/10.1038/s41562-020-0858-1
+For 287(g) timing: ICE, "Delegation of Immigration Authority Section 287(g)" agreement lists, as
+imported by :mod:`stopdisparity.policy`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, Literal
+
+import numpy as np
+import polars as pl
+from scipy.special import expit
+
+from stopdisparity.errors import SparseCellWarning, SpecificationError, check_choice
+from stopdisparity.models import _fe
+from stopdisparity.models._fe import (
+    CLUSTER,
+    GROUP,
+    PERIOD,
+    TREATED,
+    UNIT,
+    ClusterSummary,
+    Inference,
+    Missing,
+    SmallSample,
+    VcovType,
+)
+from stopdisparity.results import TidyRow, tidy_frame
+
+Estimator = Literal["twfe-logit", "twfe-linear"]
+Weights = Literal["stops", "county", "unit-equal"]
+ESTIMATORS: tuple[Estimator, ...] = ("twfe-logit", "twfe-linear")
+WEIGHTS: tuple[Weights, ...] = ("stops", "county", "unit-equal")
+_GP = "_gp"
+
+
+@dataclass(frozen=True, eq=False)
+class _Core:
+    """The numbers of one fit on one sample (shared by the full fit and the leave-one-out refits)."""
+
+    fit: _fe.GlmFit
+    pairs: pl.DataFrame
+    unit_labels: tuple[Any, ...]
+    unit_codes: np.ndarray
+    cluster_labels: tuple[str, ...]
+    cluster_codes: np.ndarray
+    influence: np.ndarray
+    pp_change: float
+    pp_influence: np.ndarray
+    small_sample: SmallSample
+    clusters: ClusterSummary
+    fe_names: tuple[str, ...]
+
+    @property
+    def estimate(self) -> float:
+        return float(self.fit.beta[0])
+
+    @property
+    def variance_cr0(self) -> float:
+        return float(np.sum(self.influence**2))
+
+    def std_error(self, vcov_type: VcovType) -> float:
+        factor = self.small_sample.factor if vcov_type == "CR1" else 1.0
+        return math.sqrt(self.variance_cr0 * factor)
+
+
+def _estimate(
+    pairs: pl.DataFrame,
+    *,
+    estimator: Estimator,
+    weights: Weights,
+    multi_group: bool,
+    names: Mapping[str, str | None],
+    eta_start: np.ndarray | None = None,
+) -> _Core:
+    """Fit one estimator on prepared pair cells (no drops happen here)."""
+    unit_s = pairs.get_column(UNIT)
+    unit_codes = _fe.codes_of(unit_s)
+    unit_labels = tuple(pl.DataFrame({"c": unit_codes, "u": unit_s}).unique("c").sort("c").get_column("u"))
+    gp_codes = (
+        _fe.codes_of(pairs.get_column(GROUP), pairs.get_column(PERIOD))
+        if multi_group
+        else _fe.codes_of(pairs.get_column(PERIOD))
+    )
+    cl_s = pairs.get_column(CLUSTER).cast(pl.String)
+    cluster_codes = _fe.codes_of(cl_s)
+    cluster_labels = tuple(
+        pl.DataFrame({"c": cluster_codes, "u": cl_s}).unique("c").sort("c").get_column("u").to_list()
+    )
+    g = len(cluster_labels)
+    projector = _fe.WithinProjector([unit_codes, gp_codes])
+    d = pairs.get_column(TREATED).to_numpy()
+    focal = pairs.get_column("focal").to_numpy()
+    n = pairs.get_column("n").to_numpy()
+    y = focal / n
+    if estimator == "twfe-logit":
+        fit = _fe.fit_glm(y, d[:, None], projector, family="binomial", prior=n, eta_start=eta_start)
+    else:
+        if weights == "stops":
+            w = n
+        elif weights == "county":
+            w = n / np.bincount(unit_codes, weights=n)[unit_codes]
+        else:
+            w = np.ones_like(n)
+        fit = _fe.fit_glm(y, d[:, None], projector, family="gaussian", prior=w)
+    influence = _fe.cluster_influence(fit, cluster_codes, g)[:, 0]
+    if estimator == "twfe-logit":
+        pp, pp_infl = _pp_change(fit, d, n, cluster_codes, g)
+        n_ssc, n_label = round(float(n.sum())), "stops (Bernoulli trials)"
+    else:
+        pp, pp_infl = 100.0 * float(fit.beta[0]), 100.0 * influence
+        n_ssc, n_label = pairs.height, "cells"
+    unit_name = names["unit"] or "unit"
+    gp_name = f"{names['group']}×{names['period']}" if multi_group else str(names["period"])
+    fe_names = (unit_name, gp_name)
+    small = SmallSample(
+        n=n_ssc,
+        n_coef=1,
+        fe_names=fe_names,
+        fe_levels=projector.levels,
+        fe_nested=tuple(_fe.nested_in(c, cluster_codes) for c in (unit_codes, gp_codes)),
+        g=g,
+        n_label=n_label,
+    )
+    clusters = _fe.summarize_clusters(str(names["cluster"]), cluster_labels, cluster_codes, d, n)
+    return _Core(
+        fit,
+        pairs,
+        unit_labels,
+        unit_codes,
+        cluster_labels,
+        cluster_codes,
+        influence,
+        pp,
+        pp_infl,
+        small,
+        clusters,
+        fe_names,
+    )
+
+
+def _pp_change(
+    fit: _fe.GlmFit, d: np.ndarray, n: np.ndarray, cluster_codes: np.ndarray, g: int
+) -> tuple[float, np.ndarray]:
+    r"""Stop-weighted percentage-point effect and its per-cluster influence (delta method).
+
+    :math:`pp = 100\sum_i m_i(\hat\mu_i - \hat\mu^0_i)` with :math:`m_i = D_i n_i/\sum_D n`,
+    :math:`\hat\mu^0 = \operatorname{expit}(\hat\eta - \hat\beta D)`. Its gradient over all parameters
+    (fixed effects included) is :math:`X'a + c\,e_\beta` with
+    :math:`a = m(\mu(1-\mu) - \mu^0(1-\mu^0))` and :math:`c = \sum m\mu^0(1-\mu^0)`, so the influence of
+    observation i is :math:`h_i\psi_i` with :math:`h = X H^{-1}\nabla = P_W(a/w) + c\tilde d/(\tilde
+    d'W\tilde d)` — a weighted projection on the dummies and the treatment (Frisch–Waugh–Lovell), no
+    inverse of the full Hessian needed. Because the treatment's score equation makes
+    :math:`\sum_D n(y - \hat\mu) = 0`, the same number is :math:`100\sum_D n(y - \hat p^0)/\sum_D n`.
+    """
+    beta = float(fit.beta[0])
+    on = d > 0
+    total = float(n[on].sum())
+    m = np.where(on, n, 0.0) / total
+    mu = fit.mu
+    mu0 = expit(fit.eta - beta * d)
+    pp = float(np.sum(m * (mu - mu0)))
+    dmu, dmu0 = mu * (1 - mu), mu0 * (1 - mu0)
+    a = m * (dmu - dmu0)
+    c = float(np.sum(m * dmu0))
+    w = fit.weights
+    xt = fit.x_tilde[:, 0]
+    hess = float(fit.hessian[0, 0])
+    v = a / w
+    vt = fit.projection.residualize(v)
+    h = (v - vt) + xt * (float(np.sum(xt * w * v)) / hess) + c * xt / hess
+    infl = _fe.cluster_sums(h * fit.psi, cluster_codes, g)[:, 0]
+    return 100.0 * pp, 100.0 * infl
+
+
+@dataclass(frozen=True, eq=False)
+class DidResult:
+    """A fitted two-way fixed-effects DiD on the race composition of stops (from :func:`fit_did`).
+
+    Attributes
+    ----------
+    estimator, term, estimand
+        ``twfe-logit`` or ``twfe-linear``; the coefficient's name (the treatment column); what it
+        estimates and under which parallel-trends assumption.
+    estimate
+        The log-odds (logit) or share (linear) coefficient on the treatment.
+    variance_cr0
+        CR0 variance of ``estimate``; CR1 multiplies it by ``small_sample.factor``.
+    vcov_type
+        ``CR1`` (default) or ``CR0``: the one ``std_error`` and ``tidy()`` use.
+    pp_change, pp_variance_cr0
+        The stop-weighted percentage-point effect (logit; 100 × the coefficient for the linear model)
+        and its CR0 delta-method variance.
+    nobs, n_stops
+        Cells and stops in the estimation sample.
+    clusters
+        G, G₁ and the largest treated cluster's share of treated stops.
+    cluster_labels, influence, pp_influence
+        Per-cluster influence of the coefficient (:math:`s_g H^{-1}`) and of ``pp_change``; the CR0
+        variance is the sum of squares. Score bootstraps and randomization inference start here.
+    separated_units, n_separated_cells, n_empty_cells
+        Units dropped because they have no focal or no reference stops at all (logit); cells dropped
+        with them or with separated group-periods; cells with no stops of either race (no trials).
+    n_dropped, dropped_columns
+        Rows dropped under ``missing="drop"`` and the columns with missing values.
+    sample
+        The estimation cells (internal names: unit, period, group, cluster, treated, focal,
+        reference, n) with ``weight`` (final IRLS/WLS weight), ``fitted`` (share), ``eta`` (linear
+        predictor) and ``treated_resid`` (the treatment residualised on the fixed effects).
+    lineage
+        Input columns, options, fixed effects and package versions.
+    inference
+        Bootstrap or randomization inference attached with :meth:`with_inference` (None: analytical).
+    """
+
+    estimator: Estimator
+    term: str
+    estimand: str
+    race_pair: tuple[str, str]
+    columns: Mapping[str, str | None]
+    weights: Weights | None
+    vcov_type: VcovType
+    estimate: float
+    variance_cr0: float
+    small_sample: SmallSample
+    pp_change: float
+    pp_variance_cr0: float
+    nobs: int
+    n_stops: int
+    clusters: ClusterSummary
+    cluster_labels: tuple[str, ...]
+    influence: np.ndarray
+    pp_influence: np.ndarray
+    fixed_effects: tuple[str, ...]
+    separated_units: tuple[str, ...]
+    n_separated_cells: int
+    n_empty_cells: int
+    n_dropped: int
+    dropped_columns: tuple[str, ...]
+    converged: bool
+    iterations: int
+    deviance: float
+    multi_group: bool
+    sample: pl.DataFrame
+    lineage: Mapping[str, Any]
+    inference: Inference | None = None
+
+    # ----------------------------------------------------------------------------- standard errors
+    @property
+    def n_clusters(self) -> int:
+        """G, the number of clusters."""
+        return self.clusters.g
+
+    @property
+    def n_treated_clusters(self) -> int:
+        """G₁, the clusters with any treated cell."""
+        return self.clusters.g_treated
+
+    @property
+    def std_error(self) -> float:
+        """Cluster-robust SE of ``estimate`` under ``vcov_type``."""
+        return math.sqrt(self.variance_cr0 * self._factor)
+
+    @property
+    def pp_std_error(self) -> float:
+        """Cluster-robust delta-method SE of ``pp_change`` under ``vcov_type``."""
+        return math.sqrt(self.pp_variance_cr0 * self._factor)
+
+    @property
+    def odds_ratio(self) -> float | None:
+        """exp(estimate) for the logit; None for the linear model."""
+        return math.exp(self.estimate) if self.estimator == "twfe-logit" else None
+
+    @property
+    def _factor(self) -> float:
+        return self.small_sample.factor if self.vcov_type == "CR1" else 1.0
+
+    @property
+    def _df(self) -> int | None:
+        return self.clusters.g - 1 if self.estimator == "twfe-linear" else None
+
+    @property
+    def vcov_description(self) -> str:
+        """Which covariance, clustered by what, with how many clusters and which small-sample factor."""
+        head = (
+            f"{self.vcov_type} clustered by {self.columns['cluster']}, {self.clusters.g} clusters "
+            f"({self.clusters.g_treated} treated)"
+        )
+        if self.vcov_type == "CR0":
+            return f"{head}; no small-sample factor"
+        return f"{head}; {self.small_sample.describe()}"
+
+    @property
+    def inference_label(self) -> str:
+        """The ``inference`` column of ``tidy()``."""
+        if self.inference is not None:
+            return self.inference.label
+        return f"{self.vcov_type} by {self.columns['cluster']} ({self.clusters.g} clusters)"
+
+    # --------------------------------------------------------------------------------------- tables
+    def tidy(self, alpha: float = 0.05) -> pl.DataFrame:
+        """One row, ``term`` = the treatment (log odds or share), in the DESIGN.md tidy contract.
+
+        Extra keys: ``odds_ratio`` (logit), ``pp_change`` and ``pp_std_error`` (percentage points),
+        ``n_stops``, ``n_treated_clusters``, ``largest_treated_share``.
+        """
+        stat, p, lo, hi = _fe.inference_stats(self.estimate, self.std_error, alpha, self._df)
+        if self.inference is not None and self.term in self.inference.p_value:
+            p = self.inference.p_value[self.term]
+            lo, hi = self.inference.ci.get(self.term, (math.nan, math.nan))
+        extra = {
+            "odds_ratio": self.odds_ratio,
+            "pp_change": self.pp_change,
+            "pp_std_error": self.pp_std_error,
+            "n_stops": self.n_stops,
+            "n_treated_clusters": self.clusters.g_treated,
+            "largest_treated_share": self.clusters.largest_share,
+        }
+        if self.estimator != "twfe-logit":
+            del extra["odds_ratio"]
+        row = TidyRow(
+            self.term,
+            self.estimate,
+            self.std_error,
+            stat,
+            p,
+            lo,
+            hi,
+            self.nobs,
+            self.clusters.g,
+            self.estimator,
+            self.estimand,
+            self.inference_label,
+            extra,
+        )
+        return tidy_frame([row])
+
+    def coef(self) -> pl.DataFrame:
+        """``term`` and ``estimate`` columns of :meth:`tidy`."""
+        return self.tidy().select("term", "estimate")
+
+    def se(self) -> pl.DataFrame:
+        """``term`` and ``std_error`` columns of :meth:`tidy`."""
+        return self.tidy().select("term", "std_error")
+
+    def with_inference(self, inference: Inference) -> DidResult:
+        """A copy whose ``tidy()`` takes p-values, intervals and label from ``inference``."""
+        return dataclasses.replace(self, inference=inference)
+
+    # ---------------------------------------------------------------------------------- diagnostics
+    def effective_weights(self) -> pl.DataFrame:
+        r"""Each treated unit's weight in the estimate, beside its share of treated stops.
+
+        ``weight`` sums the cell weights :math:`\omega_i = w_i\tilde d_i/\sum_{D=1}w_j\tilde d_j` over
+        the unit's treated cells (de Chaisemartin & D'Haultfœuille 2020; for the logit the final IRLS
+        weights :math:`n\hat p(1-\hat p)`, a linearisation on the log-odds scale): under heterogeneous
+        effects the estimate is :math:`\sum\omega_i\delta_i`. ``stop_share`` is the weight the
+        stop-weighted ATT gives the unit; a large gap between the two, or ``negative_cells`` > 0,
+        means the TWFE estimate is not that ATT when effects differ (Goodman-Bacon 2021).
+
+        Returns
+        -------
+        polars.DataFrame
+            Columns: unit (named like the unit column), treated_cells, treated_stops, stop_share,
+            weight, negative_cells; sorted by weight, descending.
+        """
+        return self._weights.rename({"unit": str(self.columns["unit"])})
+
+    @cached_property
+    def _weights(self) -> pl.DataFrame:
+        return _fe.effective_weights(self.sample, treated=TREATED, stops="n")
+
+    def leave_one_out(self, alpha: float = 0.05) -> pl.DataFrame:
+        """Refit without each treated unit in turn; flag units whose removal flips sign or significance.
+
+        A unit is treated when any of its cells is. Each refit repeats the logit's separation drops
+        on the remaining cells and uses this result's ``vcov_type``.
+
+        Parameters
+        ----------
+        alpha
+            Significance level of the flip test (p < alpha in one fit and not in the other).
+
+        Returns
+        -------
+        polars.DataFrame
+            One row per treated unit: ``dropped_<unit>``, term, estimate, std_error, p_value, ci_low,
+            ci_high, n_clusters, n_treated_clusters, sign_flip, significance_flip, flagged; the range
+            of ``estimate`` is the leave-one-out range.
+        """
+        _, p_full, _, _ = _fe.inference_stats(self.estimate, self.std_error, alpha, self._df)
+        rows = []
+        for label, core in self._loo:
+            se = core.std_error(self.vcov_type)
+            df = core.clusters.g - 1 if self.estimator == "twfe-linear" else None
+            _, p, lo, hi = _fe.inference_stats(core.estimate, se, alpha, df)
+            rows.append(
+                {
+                    "dropped_unit": str(label),
+                    "term": self.term,
+                    "estimate": core.estimate,
+                    "std_error": se,
+                    "p_value": p,
+                    "ci_low": lo,
+                    "ci_high": hi,
+                    "n_clusters": core.clusters.g,
+                    "n_treated_clusters": core.clusters.g_treated,
+                }
+            )
+        return _fe.leave_one_out_table(
+            rows, {self.term: (self.estimate, p_full)}, unit_name=str(self.columns["unit"]), alpha=alpha
+        )
+
+    @cached_property
+    def _loo(self) -> list[tuple[Any, _Core]]:
+        treated_units = self.sample.filter(pl.col(TREATED) > 0).get_column(UNIT).unique().sort().to_list()
+        out = []
+        for u in treated_units:
+            keep = self.sample.filter(pl.col(UNIT) != u)
+            if self.estimator == "twfe-logit":
+                keep, _ = _fe.drop_separated(
+                    keep.with_columns(_gp_expr(self.multi_group)), [UNIT, _GP], ["focal", "reference"]
+                )
+            pairs = keep.select(UNIT, PERIOD, GROUP, CLUSTER, TREATED, "focal", "reference", "n")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                core = _estimate(
+                    pairs,
+                    estimator=self.estimator,
+                    weights=self.weights or "stops",
+                    multi_group=self.multi_group,
+                    names=self.columns,
+                    eta_start=keep.get_column("eta").to_numpy(),
+                )
+            out.append((u, core))
+        return out
+
+
+def _gp_expr(multi_group: bool) -> pl.Expr:
+    parts = (
+        [pl.col(GROUP).cast(pl.String), pl.col(PERIOD).cast(pl.String)]
+        if multi_group
+        else [pl.col(PERIOD).cast(pl.String)]
+    )
+    return pl.concat_str(parts, separator="\x1f").alias(_GP)
+
+
+def fit_did(
+    data: pl.DataFrame,
+    *,
+    estimator: Estimator = "twfe-logit",
+    race_pair: tuple[str, str] = ("hispanic", "white"),
+    unit: str = "county_fips",
+    period: str = "period",
+    treatment: str = "in_force",
+    group: str | None = "state",
+    weights: Weights = "stops",
+    cluster: str = "county_fips",
+    missing: Missing = "raise",
+    vcov: VcovType = "CR1",
+    race: str = "race",
+    stops: str = "stops",
+) -> DidResult:
+    """Two-way fixed-effects DiD of the focal race's share of stops on a policy in force.
+
+    Parameters
+    ----------
+    data
+        Long panel, one row per unit × period × race with stop counts (``Panel.frame``; a frame from
+        :func:`stopdisparity.synth.cells` filtered to one agency). Only the rows of ``race_pair`` are
+        used; a unit-period needs both races' rows (0 stops is a row).
+    estimator
+        ``twfe-logit`` (binomial GLM on cells; the headline) or ``twfe-linear`` (WLS of the share).
+    race_pair
+        (focal, reference): the estimate is about focal / (focal + reference) stops.
+    unit, period, treatment
+        Column names: the unit of the unit fixed effects, the integer period, the 0/1 (or boolean)
+        policy indicator.
+    group
+        Column whose levels get their own period effects (group × period effects) when the sample has
+        more than one level; None or a single level: plain period effects.
+    weights
+        ``twfe-linear`` only: ``stops`` (cells weighted by focal + reference stops), ``county``
+        (cells by stops, rescaled so each unit's weights sum to 1), ``unit-equal`` (unweighted cells).
+    cluster
+        Column to cluster standard errors by (constant within a unit-period).
+    missing
+        ``raise`` (default) or ``drop`` rows with missing values in the used columns (and unit-periods
+        left with one race), with a :class:`~stopdisparity.errors.DroppedRowsWarning`.
+    vcov
+        ``CR1`` (default) or ``CR0``: which sandwich ``std_error`` and ``tidy()`` report; both are on
+        the result.
+    race, stops
+        Columns holding the race label and the stop count.
+
+    Returns
+    -------
+    DidResult
+
+    Raises
+    ------
+    SpecificationError
+        For an unknown option, missing or mistyped columns, duplicate unit × period × race rows,
+        missing values under ``missing="raise"``, or a treatment that does not vary within the fixed
+        effects.
+
+    Warns
+    -----
+    FewClustersWarning
+        When fewer than 10 clusters are treated or one holds more than 30% of treated stops.
+    SparseCellWarning
+        When units (or group-periods) are dropped because they have no focal or no reference stops
+        (logit; their fixed effect would be infinite).
+    DroppedRowsWarning
+        When ``missing="drop"`` dropped rows.
+
+    Notes
+    -----
+    Cells with no stops of either race carry no trials and are dropped (``n_empty_cells``). The
+    estimation is described in the module docstring; the equalities with the stop-level logit, with
+    the two-race Poisson and with pyfixest are tested.
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> from stopdisparity.models.did import fit_did
+    >>> from stopdisparity.synth import SynthSpec, cells
+    >>> frame = cells(SynthSpec(design="random", n_treated=20, states=("SC",)), seed=3,
+    ...               period="quarter", rows=400_000).filter(pl.col("agency") == "state_patrol")
+    >>> res = fit_did(frame)
+    >>> res.tidy().select("term", "n_clusters").row(0)
+    ('in_force', 46)
+    """
+    check_choice("estimator", estimator, ESTIMATORS)
+    check_choice("weights", weights, WEIGHTS)
+    check_choice("vcov", vcov, _fe.VCOV_TYPES)
+    if estimator == "twfe-logit" and weights != "stops":
+        raise SpecificationError(
+            f"weights applies to twfe-linear only (the logit weights cells by their stops as binomial "
+            f"trials); got weights={weights!r} with estimator='twfe-logit'"
+        )
+    cells = _fe.prepare_cells(
+        data,
+        race_pair=race_pair,
+        unit=unit,
+        period=period,
+        treatment=treatment,
+        group=group,
+        cluster=cluster,
+        race=race,
+        stops=stops,
+        missing=missing,
+        stacklevel=3,
+    )
+    focal, reference = cells.race_pair
+    pairs = _fe.pair_cells(cells)
+    empty = pairs.filter(pl.col("n") <= 0).height
+    pairs = pairs.filter(pl.col("n") > 0).with_columns(_gp_expr(cells.multi_group))
+    separated: list[Any] = []
+    n_sep_cells = 0
+    if estimator == "twfe-logit":
+        before = pairs.height
+        pairs, dropped = _fe.drop_separated(pairs, [UNIT, _GP], ["focal", "reference"])
+        separated = dropped[UNIT]
+        n_sep_cells = before - pairs.height
+        if n_sep_cells:
+            gp_text = f" and {len(dropped[_GP])} group-periods" if dropped[_GP] else ""
+            warnings.warn(
+                f"{len(separated)} {unit} value(s) with no {focal} or no {reference} stops in any period"
+                f"{gp_text} are perfectly separated in the logit and were dropped ({n_sep_cells} cells): "
+                f"{[str(u) for u in separated][:20]}",
+                SparseCellWarning,
+                stacklevel=2,
+            )
+    if pairs.height == 0:
+        raise SpecificationError("no cells left to fit after dropping empty and separated cells")
+    pairs = pairs.drop(_GP)
+    core = _estimate(
+        pairs, estimator=estimator, weights=weights, multi_group=cells.multi_group, names=cells.columns
+    )
+    _fe.warn_few_clusters(core.clusters, stacklevel=3)
+    fit = core.fit
+    sample = pairs.with_columns(
+        pl.Series("weight", fit.weights),
+        pl.Series("fitted", fit.mu),
+        pl.Series("eta", fit.eta),
+        pl.Series("treated_resid", fit.x_tilde[:, 0]),
+    )
+    if estimator == "twfe-logit":
+        estimand = (
+            f"ATT on the log odds that a {focal}-or-{reference} stop is {focal}, stop-weighted over "
+            f"treated {unit}-periods (TWFE logit; exact for a constant effect), under parallel trends in "
+            "log odds"
+        )
+    else:
+        wtext = {"stops": "stop-weighted", "county": f"{unit}-equal", "unit-equal": "cell-equal"}[weights]
+        estimand = (
+            f"ATT on the {focal} share of {focal}+{reference} stops ({wtext} TWFE regression weights), "
+            "under parallel trends in levels of the share"
+        )
+    lineage = {
+        "function": "stopdisparity.models.did.fit_did",
+        "input_columns": list(data.columns),
+        "input_rows": cells.n_input_rows,
+        "columns": dict(cells.columns),
+        "options": {
+            "estimator": estimator,
+            "race_pair": [focal, reference],
+            "weights": weights,
+            "missing": missing,
+            "vcov": vcov,
+            "group_effects": cells.multi_group,
+        },
+        "fixed_effects": list(core.fe_names),
+        "engine": "IRLS with exact fixed-effect projection (stopdisparity.models._fe); statsmodels families",
+        "versions": _fe.package_versions(),
+    }
+    return DidResult(
+        estimator=estimator,
+        term=treatment,
+        estimand=estimand,
+        race_pair=(focal, reference),
+        columns=dict(cells.columns),
+        weights=weights if estimator == "twfe-linear" else None,
+        vcov_type=vcov,
+        estimate=core.estimate,
+        variance_cr0=core.variance_cr0,
+        small_sample=core.small_sample,
+        pp_change=core.pp_change,
+        pp_variance_cr0=float(np.sum(core.pp_influence**2)),
+        nobs=pairs.height,
+        n_stops=round(float(pairs.get_column("n").sum())),
+        clusters=core.clusters,
+        cluster_labels=core.cluster_labels,
+        influence=core.influence,
+        pp_influence=core.pp_influence,
+        fixed_effects=core.fe_names,
+        separated_units=tuple(str(u) for u in separated),
+        n_separated_cells=n_sep_cells,
+        n_empty_cells=empty,
+        n_dropped=cells.n_dropped,
+        dropped_columns=cells.dropped_columns,
+        converged=fit.converged,
+        iterations=fit.iterations,
+        deviance=fit.deviance,
+        multi_group=cells.multi_group,
+        sample=sample,
+        lineage=lineage,
+    )
