@@ -134,3 +134,44 @@ def test_panel_and_policy_commands(tmp_path: Path) -> None:
     )
     proc = cli("policy", "validate", str(bad), cwd=tmp_path)
     assert proc.returncode == 1 and "line 2" in proc.stderr and "ended" in proc.stderr
+
+
+def test_did_command_store_and_panel(tmp_path: Path) -> None:
+    assert cli("synth", "raw", "--rows", "20000", "--seed", "4", "--quiet", cwd=tmp_path).returncode == 0
+    files = sorted(str(p) for p in (tmp_path / "raw").glob("*.csv.zip"))
+    assert cli("ingest", *files, "--store", "st", "--quiet", cwd=tmp_path).returncode == 0
+    agencies = ["--agency", "NC State Highway Patrol", "--agency", "SC Highway Patrol"]
+    proc = cli("did", "--store", "st", *agencies, "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert rows[0]["term"] == "in_force" and rows[0]["estimator"] == "twfe-logit"
+    assert {"odds_ratio", "pp_change"} <= set(rows[0])
+    # the same numbers from the panel file the panel command writes
+    assert (
+        cli("panel", "--store", "st", *agencies, "--out", "p.parquet", "--quiet", cwd=tmp_path).returncode
+        == 0
+    )
+    again = json.loads(cli("did", "--panel", "p.parquet", "--json", cwd=tmp_path).stdout)
+    assert again[0]["estimate"] == pytest.approx(rows[0]["estimate"], rel=1e-12)
+    counts = json.loads(
+        cli("did", "--panel", "p.parquet", "--estimator", "twfe-poisson", "--json", cwd=tmp_path).stdout
+    )
+    assert [r["term"] for r in counts] == ["in_force:hispanic", "in_force:white", "difference"]
+    bad = cli("did", "--panel", "p.parquet", "--race-pair", "hispanic", cwd=tmp_path)
+    assert bad.returncode == 2 and "--race-pair" in bad.stderr
+    both = cli("did", "--panel", "p.parquet", "--store", "st", cwd=tmp_path)
+    assert both.returncode == 2 and "exactly one of" in both.stderr
+
+
+def test_ingest_path_does_not_import_the_modelling_stack() -> None:
+    code = (
+        "import sys, stopdisparity, stopdisparity.cli, stopdisparity.ingest, stopdisparity.panel; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'statsmodels', 'seaborn', 'matplotlib'}))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]"
+    lazy = subprocess.run(
+        [sys.executable, "-c", "import stopdisparity as sd; print(sd.fit_did.__module__)"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert lazy.stdout.strip() == "stopdisparity.models.did"

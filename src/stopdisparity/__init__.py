@@ -32,6 +32,8 @@ __all__ = [
     "TreatmentSpec",
     "__version__",
     "build_panel",
+    "fit_counts",
+    "fit_did",
     "ingest",
     "load_quarantine",
     "load_registry",
@@ -40,3 +42,12 @@ __all__ = [
     "stops_by_state_year_race",
     "treatment_timing",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """Load the modelling verbs (which import statsmodels) on first use."""
+    from stopdisparity import api
+
+    if name in api._LAZY:
+        return getattr(api, name)
+    raise AttributeError(f"module 'stopdisparity' has no attribute {name!r}")

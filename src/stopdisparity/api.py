@@ -6,12 +6,17 @@ Each verb takes and returns plain values and polars frames; none prints, plots o
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from stopdisparity.ingest import IngestReport, ProgressFn
 from stopdisparity.ingest import ingest as _ingest
 from stopdisparity.panel import Panel, PanelSpec, build_panel
+
+if TYPE_CHECKING:  # loaded lazily at run time, see _LAZY
+    from stopdisparity.models.counts import fit_counts
+    from stopdisparity.models.did import fit_did
 from stopdisparity.policy import TreatmentSpec, load_registry, treatment_timing
 from stopdisparity.sql import query_frame
 from stopdisparity.store import Store, open_store
@@ -58,6 +63,22 @@ def stops_by_state_year_race(store: str | Path | Store, *, memory_limit: str = "
         con.close()
 
 
+#: Verbs whose modules import statsmodels: loaded on first use, so that ingest and panel building
+#: (and the CLI's start-up) never import the modelling stack.
+_LAZY = {
+    "fit_did": "stopdisparity.models.did",
+    "fit_counts": "stopdisparity.models.counts",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'stopdisparity.api' has no attribute {name!r}")
+
+
 def _store(store: str | Path | Store) -> Store:
     return store if isinstance(store, Store) else open_store(store)
 
@@ -67,6 +88,8 @@ __all__ = [
     "PanelSpec",
     "TreatmentSpec",
     "build_panel",
+    "fit_counts",
+    "fit_did",
     "ingest",
     "load_quarantine",
     "load_registry",

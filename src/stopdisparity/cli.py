@@ -210,6 +210,14 @@ def summary(
         )
 
 
+def _cell(value: Any) -> str:
+    if value is None:
+        return "NA"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
 def _print_frame(frame: pl.DataFrame, title: str | None = None) -> None:
     """A polars frame as a rich table on stdout."""
     from rich.table import Table
@@ -218,7 +226,7 @@ def _print_frame(frame: pl.DataFrame, title: str | None = None) -> None:
     for col in frame.columns:
         table.add_column(col)
     for row in frame.iter_rows():
-        table.add_row(*["NA" if v is None else str(v) for v in row])
+        table.add_row(*[_cell(v) for v in row])
     Console(width=None if sys.stdout.isatty() else 160).print(table)
 
 
@@ -324,6 +332,135 @@ def panel(
         if summary:
             _print_frame(pl.DataFrame(summary), "Treated counties by state, model and cohort")
         err.print(f"wrote {out} ({result.frame.height:,} cells) and {out.with_suffix('.json')}")
+
+
+DID_ESTIMATORS = ("twfe-logit", "twfe-poisson", "twfe-linear", "event-study")
+DID_INFERENCE = ("cluster", "cr3", "wild", "score", "ri")
+
+
+@app.command()
+def did(
+    store: Annotated[Path | None, typer.Option("--store", help="Store directory (builds the panel).")] = None,
+    panel_file: Annotated[
+        Path | None,
+        typer.Option("--panel", help="A panel file (.parquet/.csv) in the `stopdisparity panel` layout."),
+    ] = None,
+    state: Annotated[list[str] | None, typer.Option("--state", help="States to keep; repeatable.")] = None,
+    agency: Annotated[list[str] | None, typer.Option("--agency", help="Stopping agency; repeatable.")] = None,
+    policy: Annotated[str, typer.Option(help="'287g' (shipped registry) or a policy CSV path.")] = "287g",
+    period: Annotated[
+        str, typer.Option(help="With --store: month, quarter or year. With --panel: the period column.")
+    ] = "",
+    unit: Annotated[str, typer.Option(help="With --panel: the unit column.")] = "county_fips",
+    treatment: Annotated[str, typer.Option(help="With --panel: the 0/1 policy column.")] = "in_force",
+    estimator: Annotated[str, typer.Option(help=" | ".join(DID_ESTIMATORS))] = "twfe-logit",
+    race_pair: Annotated[str, typer.Option(help="focal,reference races.")] = "hispanic,white",
+    inference: Annotated[str, typer.Option(help=" | ".join(DID_INFERENCE))] = "cluster",
+    cluster: Annotated[str, typer.Option(help="Column to cluster by.")] = "county_fips",
+    weights: Annotated[str, typer.Option(help="twfe-linear: stops, county or unit-equal.")] = "stops",
+    draws: Annotated[int, typer.Option(help="Bootstrap draws or permutations.")] = 999,
+    seed: Annotated[int, typer.Option(help="Seed for bootstrap and permutation draws.")] = 20240601,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the tidy rows as one JSON document.")
+    ] = False,
+    memory_limit: Annotated[str, typer.Option(help="DuckDB memory limit.")] = "2GB",
+) -> None:
+    """Difference-in-differences of stops by race around a policy (headline: TWFE logit, CR1 by county)."""
+    from stopdisparity.errors import check_choice
+
+    try:
+        check_choice("--estimator", estimator, DID_ESTIMATORS)
+        check_choice("--inference", inference, DID_INFERENCE)
+        pair = tuple(r.strip() for r in race_pair.split(","))
+        if len(pair) != 2 or not all(pair):
+            raise StopDisparityError(f"--race-pair must be two races separated by a comma; got {race_pair!r}")
+        if (store is None) == (panel_file is None):
+            raise StopDisparityError("give exactly one of --store DIR or --panel FILE")
+        if store is not None:
+            from stopdisparity.panel import PanelSpec, build_panel
+
+            spec = PanelSpec(
+                states=tuple(state or ()),
+                agencies=tuple(agency or ()),
+                period=(period or "month"),  # type: ignore[arg-type]
+            )
+            frame = build_panel(store, spec, policy=policy, memory_limit=memory_limit).frame
+            period_col = "period"
+        else:
+            assert panel_file is not None
+            frame = _read_panel_file(panel_file)
+            period_col = period or "period"
+        tidy = _fit_did_tidy(
+            frame,
+            estimator=estimator,
+            race_pair=pair,  # type: ignore[arg-type]
+            unit=unit,
+            period=period_col,
+            treatment=treatment,
+            cluster=cluster,
+            weights=weights,
+            inference=inference,
+            draws=draws,
+            seed=seed,
+        )
+    except (StopDisparityError, ValueError) as e:
+        raise _fail(e) from e
+    if as_json:
+        _emit_json(tidy.to_dicts())
+    else:
+        cols = [c for c in ("term", "estimate", "std_error", "p_value", "ci_low", "ci_high", "odds_ratio",
+                            "pp_change", "n_clusters", "inference") if c in tidy.columns]  # fmt: skip
+        _print_frame(tidy.select(cols), f"{estimator}: {pair[0]} vs {pair[1]}")
+        err.print(f"estimand: {tidy['estimand'][0]}", highlight=False)
+
+
+def _read_panel_file(path: Path) -> pl.DataFrame:
+    if not path.is_file():
+        raise StopDisparityError(f"{path}: no such panel file")
+    if path.suffix.lower() == ".parquet":
+        return pl.read_parquet(path)
+    if path.suffix.lower() == ".csv":
+        return pl.read_csv(path, infer_schema_length=None)
+    raise StopDisparityError(f"{path}: a panel file must end in .parquet or .csv")
+
+
+def _fit_did_tidy(
+    frame: pl.DataFrame,
+    *,
+    estimator: str,
+    race_pair: tuple[str, str],
+    unit: str,
+    period: str,
+    treatment: str,
+    cluster: str,
+    weights: str,
+    inference: str,
+    draws: int,
+    seed: int,
+) -> pl.DataFrame:
+    """Fit the requested estimator and apply the requested inference; return the tidy rows."""
+    common: dict[str, Any] = {
+        "race_pair": race_pair, "unit": unit, "period": period, "treatment": treatment, "cluster": cluster,
+    }  # fmt: skip
+    if estimator == "event-study":
+        from stopdisparity.models import event_study
+
+        common.pop("treatment")
+        result: Any = event_study.fit_event_study(frame, **common)
+    elif estimator == "twfe-poisson":
+        from stopdisparity.models.counts import fit_counts
+
+        result = fit_counts(frame, **common)
+    else:
+        from stopdisparity.models.did import fit_did
+
+        extra = {"weights": weights} if estimator == "twfe-linear" else {}
+        result = fit_did(frame, estimator=estimator, **common, **extra)  # type: ignore[arg-type]
+    if inference != "cluster":
+        from stopdisparity.models import inference as inference_mod
+
+        result = inference_mod.apply_inference(result, inference, draws=draws, seed=seed)  # type: ignore[arg-type]
+    return result.tidy()
 
 
 policy_app = typer.Typer(
