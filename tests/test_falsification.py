@@ -89,10 +89,13 @@ def test_transforms() -> None:
 
 
 def test_outcome_rows_are_within_race_and_labelled_descriptive(constant: pl.DataFrame) -> None:
-    # split each cell's stops into arrests (1 in 5, rounded down) and the rest: no effect planted
-    arrests = constant.with_columns((pl.col("stops") // 5).alias("stops"), pl.lit(True).alias("arrest_made"))
+    # split each cell's stops into arrests, Binomial(stops, 0.2), and the rest: no effect planted
+    import numpy as np
+
+    drawn = np.random.default_rng(5).binomial(constant["stops"].to_numpy(), 0.2)
+    arrests = constant.with_columns(pl.Series("stops", drawn), pl.lit(True).alias("arrest_made"))
     rest = constant.with_columns(
-        (pl.col("stops") - pl.col("stops") // 5).alias("stops"), pl.lit(False).alias("arrest_made")
+        (pl.col("stops") - pl.Series(drawn)).alias("stops"), pl.lit(False).alias("arrest_made")
     )
     panel = pl.concat([arrests, rest])
     table = falsification_table(constant, placebo_shifts=(), outcome_panels={"arrest_made": panel})
@@ -105,3 +108,22 @@ def test_outcome_rows_are_within_race_and_labelled_descriptive(constant: pl.Data
         "recording_placebo",
         "outcome:arrest_made",
     ]
+
+
+def test_outcome_row_detects_a_planted_outcome_effect(constant: pl.DataFrame) -> None:
+    import numpy as np
+
+    p = np.where(constant["in_force"].to_numpy(), 0.35, 0.2)  # arrests rise where the policy is in force
+    drawn = np.random.default_rng(9).binomial(constant["stops"].to_numpy(), p)
+    panel = pl.concat(
+        [
+            constant.with_columns(pl.Series("stops", drawn), pl.lit(True).alias("arrest_made")),
+            constant.with_columns(
+                (pl.col("stops") - pl.Series(drawn)).alias("stops"), pl.lit(False).alias("arrest_made")
+            ),
+        ]
+    )
+    table = falsification_table(constant, placebo_shifts=(), outcome_panels={"arrest_made": panel})
+    row = table.filter(pl.col("check") == "outcome:arrest_made").row(0, named=True)
+    truth = np.log(0.35 / 0.65) - np.log(0.2 / 0.8)
+    assert abs(row["estimate"] - truth) < 3 * row["std_error"] and row["p_value"] < 1e-6
