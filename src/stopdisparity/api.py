@@ -17,6 +17,7 @@ from stopdisparity.panel import Panel, PanelSpec, build_panel
 if TYPE_CHECKING:  # loaded lazily at run time, see _LAZY
     from stopdisparity.models.counts import fit_counts
     from stopdisparity.models.did import fit_did
+    from stopdisparity.models.falsification import falsification_table
 from stopdisparity.policy import TreatmentSpec, load_registry, treatment_timing
 from stopdisparity.sql import query_frame
 from stopdisparity.store import Store, open_store
@@ -68,6 +69,7 @@ def stops_by_state_year_race(store: str | Path | Store, *, memory_limit: str = "
 _LAZY = {
     "fit_did": "stopdisparity.models.did",
     "fit_counts": "stopdisparity.models.counts",
+    "falsification_table": "stopdisparity.models.falsification",
 }
 
 
@@ -88,6 +90,7 @@ __all__ = [
     "PanelSpec",
     "TreatmentSpec",
     "build_panel",
+    "falsification_table",
     "fit_counts",
     "fit_did",
     "ingest",
