@@ -17,6 +17,7 @@ from stopdisparity.panel import Panel, PanelSpec, build_panel
 if TYPE_CHECKING:  # loaded lazily at run time, see _LAZY
     from stopdisparity.models.counts import fit_counts
     from stopdisparity.models.did import fit_did
+    from stopdisparity.models.event_study import fit_event_study
     from stopdisparity.models.falsification import falsification_table
 from stopdisparity.policy import TreatmentSpec, load_registry, treatment_timing
 from stopdisparity.sql import query_frame
@@ -70,6 +71,7 @@ _LAZY = {
     "fit_did": "stopdisparity.models.did",
     "fit_counts": "stopdisparity.models.counts",
     "falsification_table": "stopdisparity.models.falsification",
+    "fit_event_study": "stopdisparity.models.event_study",
 }
 
 
@@ -93,6 +95,7 @@ __all__ = [
     "falsification_table",
     "fit_counts",
     "fit_did",
+    "fit_event_study",
     "ingest",
     "load_quarantine",
     "load_registry",
