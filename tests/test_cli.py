@@ -161,6 +161,9 @@ def test_did_command_store_and_panel(tmp_path: Path) -> None:
         cli("did", "--panel", "p.parquet", "--estimator", "event-study", "--json", cwd=tmp_path).stdout
     )
     assert [r["term"] for r in events] == [f"event:{e}" for e in range(-4, 6)]
+    args = ["--estimator", "twfe-linear", "--inference", "wild", "--draws", "99", "--json"]
+    wild = json.loads(cli("did", "--panel", "p.parquet", *args, cwd=tmp_path).stdout)
+    assert wild[0]["inference"].startswith("wild cluster restricted bootstrap")
     bad = cli("did", "--panel", "p.parquet", "--race-pair", "hispanic", cwd=tmp_path)
     assert bad.returncode == 2 and "--race-pair" in bad.stderr
     both = cli("did", "--panel", "p.parquet", "--store", "st", cwd=tmp_path)

@@ -459,7 +459,8 @@ def _fit_did_tidy(
     if inference != "cluster":
         from stopdisparity.models import inference as inference_mod
 
-        result = inference_mod.apply_inference(result, inference, draws=draws, seed=seed)  # type: ignore[arg-type]
+        options: dict[str, Any] = {} if inference == "cr3" else {"draws": draws, "seed": seed}
+        result = inference_mod.apply_inference(result, inference, **options)  # type: ignore[arg-type]
     return result.tidy()
 
 
