@@ -1,5 +1,6 @@
 # Two commands for a fresh machine: `make demo` (synth -> ingest -> stops by state, year, race)
-# and `make test`. Both create .venv and install the pinned dependencies themselves.
+# and `make test`. Both create .venv and install the pinned dependencies themselves. Tests run in two
+# processes with one BLAS thread each (the machine has 2 cores; more threads only contend).
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -21,7 +22,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
-	$(PY) -m pytest -n 2 --dist loadgroup -q
+	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadgroup -q
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
