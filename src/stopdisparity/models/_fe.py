@@ -809,6 +809,42 @@ class ClusterSummary:
         )
 
 
+class ClusteredResult:
+    """Cluster counts and the covariance description shared by every model's result object.
+
+    Needs ``clusters`` (:class:`ClusterSummary`), ``vcov_type``, ``columns`` (with ``"cluster"``) and,
+    for the default description, ``small_sample``.
+    """
+
+    clusters: ClusterSummary
+    vcov_type: str
+    columns: Mapping[str, Any]
+
+    @property
+    def n_clusters(self) -> int:
+        """G, the number of clusters."""
+        return self.clusters.g
+
+    @property
+    def n_treated_clusters(self) -> int:
+        """G₁, the clusters with any treated cell."""
+        return self.clusters.g_treated
+
+    @property
+    def _vcov_head(self) -> str:
+        return (
+            f"{self.vcov_type} clustered by {self.columns['cluster']}, {self.clusters.g} clusters "
+            f"({self.clusters.g_treated} treated)"
+        )
+
+    @property
+    def vcov_description(self) -> str:
+        """Which covariance, clustered by what, with how many clusters and which small-sample factor."""
+        if self.vcov_type == "CR0":
+            return f"{self._vcov_head}; no small-sample factor"
+        return f"{self._vcov_head}; {self.small_sample.describe()}"  # type: ignore[attr-defined]
+
+
 def summarize_clusters(
     name: str, labels: Sequence[str], codes: np.ndarray, treated: np.ndarray, stops: np.ndarray
 ) -> ClusterSummary:

@@ -271,7 +271,7 @@ def _estimate_two_race(
 
 
 @dataclass(frozen=True, eq=False)
-class CountsResult:
+class CountsResult(_fe.ClusteredResult):
     """Race-specific Poisson DiDs and their difference (from :func:`fit_counts`).
 
     Attributes
@@ -328,16 +328,6 @@ class CountsResult:
         return self.sample.height
 
     @property
-    def n_clusters(self) -> int:
-        """G over both races' rows."""
-        return self.clusters.g
-
-    @property
-    def n_treated_clusters(self) -> int:
-        """G₁, clusters with any treated cell."""
-        return self.clusters.g_treated
-
-    @property
     def variances_cr0(self) -> np.ndarray:
         """CR0 variance of each term."""
         return np.sum(self.influence**2, axis=0)
@@ -351,14 +341,10 @@ class CountsResult:
     @property
     def vcov_description(self) -> str:
         """Which covariance, clustered by what, and each term's small-sample factor."""
-        head = (
-            f"{self.vcov_type} clustered by {self.columns['cluster']}, {self.clusters.g} clusters "
-            f"({self.clusters.g_treated} treated)"
-        )
         if self.vcov_type == "CR0":
-            return f"{head}; no small-sample factor"
+            return f"{self._vcov_head}; no small-sample factor"
         parts = [f"{t}: {s.describe()}" for t, s in zip(self.terms, self.small_samples, strict=True)]
-        return head + "; " + "; ".join(parts)
+        return self._vcov_head + "; " + "; ".join(parts)
 
     @property
     def inference_label(self) -> str:

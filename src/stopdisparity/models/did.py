@@ -246,7 +246,7 @@ def _pp_change(
 
 
 @dataclass(frozen=True, eq=False)
-class DidResult:
+class DidResult(_fe.ClusteredResult):
     """A fitted two-way fixed-effects DiD on the race composition of stops (from :func:`fit_did`).
 
     Attributes
@@ -319,16 +319,6 @@ class DidResult:
 
     # ----------------------------------------------------------------------------- standard errors
     @property
-    def n_clusters(self) -> int:
-        """G, the number of clusters."""
-        return self.clusters.g
-
-    @property
-    def n_treated_clusters(self) -> int:
-        """G₁, the clusters with any treated cell."""
-        return self.clusters.g_treated
-
-    @property
     def std_error(self) -> float:
         """Cluster-robust SE of ``estimate`` under ``vcov_type``."""
         return math.sqrt(self.variance_cr0 * self._factor)
@@ -350,17 +340,6 @@ class DidResult:
     @property
     def _df(self) -> int | None:
         return self.clusters.g - 1 if self.estimator == "twfe-linear" else None
-
-    @property
-    def vcov_description(self) -> str:
-        """Which covariance, clustered by what, with how many clusters and which small-sample factor."""
-        head = (
-            f"{self.vcov_type} clustered by {self.columns['cluster']}, {self.clusters.g} clusters "
-            f"({self.clusters.g_treated} treated)"
-        )
-        if self.vcov_type == "CR0":
-            return f"{head}; no small-sample factor"
-        return f"{head}; {self.small_sample.describe()}"
 
     @property
     def inference_label(self) -> str:

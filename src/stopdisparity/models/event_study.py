@@ -109,7 +109,7 @@ _AXIS = {
 
 
 @dataclass(frozen=True, eq=False)
-class EventStudyResult:
+class EventStudyResult(_fe.ClusteredResult):
     """A fitted event study (from :func:`fit_event_study`).
 
     Attributes
@@ -186,17 +186,6 @@ class EventStudyResult:
     @property
     def _df(self) -> int | None:
         return self.clusters.g - 1 if self.estimator == "linear" else None
-
-    @property
-    def vcov_description(self) -> str:
-        """Which covariance, clustered by what, with how many clusters and which small-sample factor."""
-        head = (
-            f"{self.vcov_type} clustered by {self.columns['cluster']}, {self.clusters.g} clusters "
-            f"({self.clusters.g_treated} treated)"
-        )
-        if self.vcov_type == "CR0":
-            return f"{head}; no small-sample factor"
-        return f"{head}; {self.small_sample.describe()}"
 
     @cached_property
     def _max_abs_t(self) -> np.ndarray:
