@@ -809,11 +809,22 @@ class ClusterSummary:
         )
 
 
+#: Column holding the group × period key of the period fixed effects (temporary, dropped before fits).
+GP = "_gp"
+
+
+def gp_expr(multi_group: bool, *extra: str) -> pl.Expr:
+    """The group × period key (group only when the panel has several groups), optionally × ``extra``."""
+    parts = [pl.col(GROUP).cast(pl.String)] if multi_group else []
+    parts += [pl.col(PERIOD).cast(pl.String), *[pl.col(c).cast(pl.String) for c in extra]]
+    return pl.concat_str(parts, separator="\x1f").alias(GP)
+
+
 class ClusteredResult:
     """Cluster counts and the covariance description shared by every model's result object.
 
-    Needs ``clusters`` (:class:`ClusterSummary`), ``vcov_type``, ``columns`` (with ``"cluster"``) and,
-    for the default description, ``small_sample``.
+    Needs ``clusters`` (:class:`ClusterSummary`), ``vcov_type``, ``columns`` (with ``"cluster"``),
+    ``tidy()`` and, for the default description, ``small_sample``.
     """
 
     clusters: ClusterSummary
@@ -836,6 +847,14 @@ class ClusteredResult:
             f"{self.vcov_type} clustered by {self.columns['cluster']}, {self.clusters.g} clusters "
             f"({self.clusters.g_treated} treated)"
         )
+
+    def coef(self) -> pl.DataFrame:
+        """``term`` and ``estimate`` columns of :meth:`tidy`."""
+        return self.tidy().select("term", "estimate")  # type: ignore[attr-defined]
+
+    def se(self) -> pl.DataFrame:
+        """``term`` and ``std_error`` columns of :meth:`tidy`."""
+        return self.tidy().select("term", "std_error")  # type: ignore[attr-defined]
 
     @property
     def vcov_description(self) -> str:

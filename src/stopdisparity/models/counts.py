@@ -83,7 +83,6 @@ Form = Literal["race-specific", "two-race"]
 Exposure = Literal["auto", "population", "none"]
 FORMS: tuple[Form, ...] = ("race-specific", "two-race")
 EXPOSURES: tuple[Exposure, ...] = ("auto", "population", "none")
-_GP = "_gp"
 
 
 @dataclass(frozen=True, eq=False)
@@ -107,12 +106,6 @@ class _CountsCore:
         var0 = np.sum(self.influence**2, axis=0)
         factor = np.array([s.factor if vcov_type == "CR1" else 1.0 for s in self.small_samples])
         return np.sqrt(var0 * factor)
-
-
-def _gp_expr(multi_group: bool, *extra: str) -> pl.Expr:
-    parts = [pl.col(GROUP).cast(pl.String)] if multi_group else []
-    parts += [pl.col(PERIOD).cast(pl.String), *[pl.col(c).cast(pl.String) for c in extra]]
-    return pl.concat_str(parts, separator="\x1f").alias(_GP)
 
 
 def _fit_rows(
@@ -146,7 +139,7 @@ def _estimate_race_specific(
     fe_nested_all = [True, True]
     for rows, start in zip(rows_by_race, eta_start, strict=True):
         unit_codes = _fe.codes_of(rows.get_column(UNIT))
-        gp_codes = _fe.codes_of(rows.get_column(_GP))
+        gp_codes = _fe.codes_of(rows.get_column(_fe.GP))
         cl = np.array([lookup[c] for c in rows.get_column(CLUSTER).cast(pl.String).to_list()], dtype=np.int64)
         offset = np.log(rows.get_column(POPULATION).to_numpy()) if use_offset else None
         fit = _fit_rows(
@@ -225,10 +218,10 @@ def _estimate_two_race(
             pairs.with_columns(pl.col("focal").alias(STOPS), pl.lit(1).alias("_focal")),
             pairs.with_columns(pl.col("reference").alias(STOPS), pl.lit(0).alias("_focal")),
         ]
-    ).with_columns(_gp_expr(multi_group, "_focal"))
+    ).with_columns(_fe.gp_expr(multi_group, "_focal"))
     cell = _fe.codes_of(long.get_column(UNIT), long.get_column(PERIOD))
     unit_race = _fe.codes_of(long.get_column(UNIT), long.get_column("_focal"))
-    gp_race = _fe.codes_of(long.get_column(_GP))
+    gp_race = _fe.codes_of(long.get_column(_fe.GP))
     x = (long.get_column(TREATED) * long.get_column("_focal")).to_numpy().astype(float)[:, None]
     fit = _fit_rows(long, [cell, unit_race, gp_race], x, None)
     lookup = {c: i for i, c in enumerate(cluster_labels)}
@@ -391,14 +384,6 @@ class CountsResult(_fe.ClusteredResult):
             )
         return tidy_frame(rows)
 
-    def coef(self) -> pl.DataFrame:
-        """``term`` and ``estimate`` columns of :meth:`tidy`."""
-        return self.tidy().select("term", "estimate")
-
-    def se(self) -> pl.DataFrame:
-        """``term`` and ``std_error`` columns of :meth:`tidy`."""
-        return self.tidy().select("term", "std_error")
-
     def with_inference(self, inference: Inference) -> CountsResult:
         """A copy whose ``tidy()`` takes p-values, intervals and label from ``inference``."""
         return dataclasses.replace(self, inference=inference)
@@ -474,10 +459,12 @@ class CountsResult(_fe.ClusteredResult):
                 if self.form == "two-race":
                     pairs = _pairs_from_long(keep)
                     pairs, _ = _fe.drop_separated(
-                        pairs.with_columns(_gp_expr(self.multi_group)), [UNIT, _GP], ["focal", "reference"]
+                        pairs.with_columns(_fe.gp_expr(self.multi_group)),
+                        [UNIT, _fe.GP],
+                        ["focal", "reference"],
                     )
                     core = _estimate_two_race(
-                        pairs.drop(_GP),
+                        pairs.drop(_fe.GP),
                         multi_group=self.multi_group,
                         names=self.columns,
                         cluster_labels=self.cluster_labels,
@@ -485,7 +472,7 @@ class CountsResult(_fe.ClusteredResult):
                 else:
                     parts = []
                     for r in self.race_pair:
-                        rows, _ = _fe.drop_separated(keep.filter(pl.col(RACE) == r), [UNIT, _GP], [STOPS])
+                        rows, _ = _fe.drop_separated(keep.filter(pl.col(RACE) == r), [UNIT, _fe.GP], [STOPS])
                         parts.append(rows)
                     core = _estimate_race_specific(
                         (parts[0], parts[1]),
@@ -646,12 +633,15 @@ def fit_counts(
     dropped_units: dict[str, tuple[str, ...]] = {}
     if form == "two-race":
         pairs = _fe.pair_cells(dataclasses.replace(cells, frame=frame))
-        pairs = pairs.filter(pl.col("n") > 0).with_columns(_gp_expr(cells.multi_group))
-        pairs, dropped = _fe.drop_separated(pairs, [UNIT, _GP], ["focal", "reference"])
+        pairs = pairs.filter(pl.col("n") > 0).with_columns(_fe.gp_expr(cells.multi_group))
+        pairs, dropped = _fe.drop_separated(pairs, [UNIT, _fe.GP], ["focal", "reference"])
         dropped_units = {"both": tuple(str(u) for u in dropped[UNIT])}
         _warn_dropped(dropped_units, unit)
         core = _estimate_two_race(
-            pairs.drop(_GP), multi_group=cells.multi_group, names=cells.columns, cluster_labels=cluster_labels
+            pairs.drop(_fe.GP),
+            multi_group=cells.multi_group,
+            names=cells.columns,
+            cluster_labels=cluster_labels,
         )
         fit = core.fits[0]
         long = core.rows[0]
@@ -672,10 +662,10 @@ def fit_counts(
         )
         fixed = tuple(core.small_samples[0].fe_names)
     else:
-        frame = frame.with_columns(_gp_expr(cells.multi_group))
+        frame = frame.with_columns(_fe.gp_expr(cells.multi_group))
         parts = []
         for label in (focal, reference):
-            rows, dropped = _fe.drop_separated(frame.filter(pl.col(RACE) == label), [UNIT, _GP], [STOPS])
+            rows, dropped = _fe.drop_separated(frame.filter(pl.col(RACE) == label), [UNIT, _fe.GP], [STOPS])
             dropped_units[label] = tuple(str(u) for u in dropped[UNIT])
             parts.append(rows.sort(UNIT, PERIOD))
         _warn_dropped(dropped_units, unit)

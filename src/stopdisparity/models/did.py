@@ -103,7 +103,6 @@ Estimator = Literal["twfe-logit", "twfe-linear"]
 Weights = Literal["stops", "county", "unit-equal"]
 ESTIMATORS: tuple[Estimator, ...] = ("twfe-logit", "twfe-linear")
 WEIGHTS: tuple[Weights, ...] = ("stops", "county", "unit-equal")
-_GP = "_gp"
 
 
 @dataclass(frozen=True, eq=False)
@@ -386,14 +385,6 @@ class DidResult(_fe.ClusteredResult):
         )
         return tidy_frame([row])
 
-    def coef(self) -> pl.DataFrame:
-        """``term`` and ``estimate`` columns of :meth:`tidy`."""
-        return self.tidy().select("term", "estimate")
-
-    def se(self) -> pl.DataFrame:
-        """``term`` and ``std_error`` columns of :meth:`tidy`."""
-        return self.tidy().select("term", "std_error")
-
     def with_inference(self, inference: Inference) -> DidResult:
         """A copy whose ``tidy()`` takes p-values, intervals and label from ``inference``."""
         return dataclasses.replace(self, inference=inference)
@@ -470,7 +461,7 @@ class DidResult(_fe.ClusteredResult):
             keep = self.sample.filter(pl.col(UNIT) != u)
             if self.estimator == "twfe-logit":
                 keep, _ = _fe.drop_separated(
-                    keep.with_columns(_gp_expr(self.multi_group)), [UNIT, _GP], ["focal", "reference"]
+                    keep.with_columns(_fe.gp_expr(self.multi_group)), [UNIT, _fe.GP], ["focal", "reference"]
                 )
             pairs = keep.select(UNIT, PERIOD, GROUP, CLUSTER, TREATED, "focal", "reference", "n")
             with warnings.catch_warnings():
@@ -485,15 +476,6 @@ class DidResult(_fe.ClusteredResult):
                 )
             out.append((u, core))
         return out
-
-
-def _gp_expr(multi_group: bool) -> pl.Expr:
-    parts = (
-        [pl.col(GROUP).cast(pl.String), pl.col(PERIOD).cast(pl.String)]
-        if multi_group
-        else [pl.col(PERIOD).cast(pl.String)]
-    )
-    return pl.concat_str(parts, separator="\x1f").alias(_GP)
 
 
 def fit_did(
@@ -606,16 +588,16 @@ def fit_did(
     focal, reference = cells.race_pair
     pairs = _fe.pair_cells(cells)
     empty = pairs.filter(pl.col("n") <= 0).height
-    pairs = pairs.filter(pl.col("n") > 0).with_columns(_gp_expr(cells.multi_group))
+    pairs = pairs.filter(pl.col("n") > 0).with_columns(_fe.gp_expr(cells.multi_group))
     separated: list[Any] = []
     n_sep_cells = 0
     if estimator == "twfe-logit":
         before = pairs.height
-        pairs, dropped = _fe.drop_separated(pairs, [UNIT, _GP], ["focal", "reference"])
+        pairs, dropped = _fe.drop_separated(pairs, [UNIT, _fe.GP], ["focal", "reference"])
         separated = dropped[UNIT]
         n_sep_cells = before - pairs.height
         if n_sep_cells:
-            gp_text = f" and {len(dropped[_GP])} group-periods" if dropped[_GP] else ""
+            gp_text = f" and {len(dropped[_fe.GP])} group-periods" if dropped[_fe.GP] else ""
             warnings.warn(
                 f"{len(separated)} {unit} value(s) with no {focal} or no {reference} stops in any period"
                 f"{gp_text} are perfectly separated in the logit and were dropped ({n_sep_cells} cells): "
@@ -625,7 +607,7 @@ def fit_did(
             )
     if pairs.height == 0:
         raise SpecificationError("no cells left to fit after dropping empty and separated cells")
-    pairs = pairs.drop(_GP)
+    pairs = pairs.drop(_fe.GP)
     core = _estimate(
         pairs, estimator=estimator, weights=weights, multi_group=cells.multi_group, names=cells.columns
     )

@@ -86,7 +86,7 @@ from stopdisparity.models._fe import (
     SmallSample,
     VcovType,
 )
-from stopdisparity.models.did import WEIGHTS, Weights, _gp_expr
+from stopdisparity.models.did import WEIGHTS, Weights
 from stopdisparity.results import TidyRow, tidy_frame
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -98,7 +98,6 @@ PeriodLength = Literal["month", "quarter", "year"]
 ESTIMATORS: tuple[Estimator, ...] = ("logit", "linear")
 EVENT_UNITS: tuple[EventUnit, ...] = ("year", "quarter", "period")
 PERIOD_LENGTHS: tuple[PeriodLength, ...] = ("month", "quarter", "year")
-_GP = "_gp"
 _EVER = "_stopdisparity_ever_treated"
 _FT = "_first_treated"
 _AXIS = {
@@ -246,14 +245,6 @@ class EventStudyResult(_fe.ClusteredResult):
                 )
             )
         return tidy_frame(rows)
-
-    def coef(self) -> pl.DataFrame:
-        """``term`` and ``estimate`` columns of :meth:`tidy`."""
-        return self.tidy().select("term", "estimate")
-
-    def se(self) -> pl.DataFrame:
-        """``term`` and ``std_error`` columns of :meth:`tidy`."""
-        return self.tidy().select("term", "std_error")
 
     # ----------------------------------------------------------------------------------- pre-trends
     @property
@@ -605,13 +596,13 @@ def fit_event_study(
         pl.when(pl.col(_FT) != 0).then(pl.col("event_bin")).alias("event_bin"),
     )
     n_outside = int((~inside).sum())
-    pairs = pairs.filter(pl.Series(inside)).with_columns(_gp_expr(cells.multi_group))
+    pairs = pairs.filter(pl.Series(inside)).with_columns(_fe.gp_expr(cells.multi_group))
 
     separated: list[Any] = []
     n_sep = 0
     if estimator == "logit":
         before = pairs.height
-        pairs, dropped = _fe.drop_separated(pairs, [UNIT, _GP], ["focal", "reference"])
+        pairs, dropped = _fe.drop_separated(pairs, [UNIT, _fe.GP], ["focal", "reference"])
         separated = dropped[UNIT]
         n_sep = before - pairs.height
         if n_sep:
@@ -624,7 +615,7 @@ def fit_event_study(
             )
     if pairs.height == 0:
         raise SpecificationError("no cells left to fit after dropping empty and separated cells")
-    pairs = pairs.drop(_GP)
+    pairs = pairs.drop(_fe.GP)
 
     event_times = tuple(range(lo, hi + 1))
     binned = (lo, hi) if bin_endpoints else ()

@@ -97,7 +97,7 @@ import scipy.sparse as sp
 from stopdisparity.errors import SpecificationError, check_choice
 from stopdisparity.models import _fe
 from stopdisparity.models._fe import CLUSTER, GROUP, PERIOD, TREATED, UNIT, Inference
-from stopdisparity.models.did import DidResult, _estimate, _gp_expr
+from stopdisparity.models.did import DidResult, _estimate
 
 Method = Literal["cluster", "cr3", "wild", "score", "ri"]
 WildWeights = Literal["rademacher", "webb"]
@@ -297,7 +297,7 @@ def _jackknife(result: DidResult) -> np.ndarray:
         keep = s.filter(labels != lab)
         if result.estimator == "twfe-logit":
             keep, _ = _fe.drop_separated(
-                keep.with_columns(_gp_expr(result.multi_group)), [UNIT, "_gp"], ["focal", "reference"]
+                keep.with_columns(_fe.gp_expr(result.multi_group)), [UNIT, _fe.GP], ["focal", "reference"]
             )
         pairs = keep.select(UNIT, PERIOD, GROUP, CLUSTER, TREATED, "focal", "reference", "n")
         if pairs.height == 0 or pairs.get_column(TREATED).n_unique() < 2:
