@@ -3,6 +3,7 @@
 -- input: {{filtered}}: the select_panel_stops query
 -- params: $period VARCHAR ('month' | 'quarter' | 'year')
 -- fragment params: $states VARCHAR[], $year_min INTEGER, $year_max INTEGER, $agencies VARCHAR[], $stop_types VARCHAR[], $reasons VARCHAR[]
+--     $reason_category VARCHAR[] (only with PanelSpec.reason_category)
 -- fragments: filtered, by_keys
 -- grain: one row per county_fips x period x subject_race (x by-columns) with at least one stop
 SELECT

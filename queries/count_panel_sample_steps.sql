@@ -3,6 +3,7 @@
 -- input: {{filtered}}: the select_panel_stops query
 -- params: (none)
 -- fragment params: $states VARCHAR[], $year_min INTEGER, $year_max INTEGER, $agencies VARCHAR[], $stop_types VARCHAR[], $reasons VARCHAR[]
+--     $reason_category VARCHAR[] (only with PanelSpec.reason_category)
 -- fragments: filtered
 -- grain: one row
 SELECT

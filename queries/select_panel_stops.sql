@@ -3,6 +3,7 @@
 --          An empty list parameter means "no filter"; NULL years mean "no bound".
 -- input: stops: the store's stop view (Store.connect)
 -- params: $states VARCHAR[], $year_min INTEGER, $year_max INTEGER, $agencies VARCHAR[], $stop_types VARCHAR[], $reasons VARCHAR[]
+-- fragment params: $reason_category VARCHAR[] (in by_columns, only with PanelSpec.reason_category)
 -- fragments: by_columns
 -- grain: one row per stored stop
 SELECT

@@ -43,6 +43,10 @@ PERIODS: tuple[Period, ...] = ("month", "quarter", "year")
 DESIGNS: tuple[Design, ...] = ("spillover", "direct")
 #: Stop-level columns that may split cells (``by=``): categorical canonical columns.
 BY_COLUMNS = tuple(n for n, k in CANONICAL_COLUMNS.items() if k in ("enum", "boolean", "string"))
+#: The derived boolean column that splits cells when ``PanelSpec.reason_category`` is given: TRUE when
+#: the stop's ``reason_for_stop`` is one of the category's values, FALSE when it is another value, NULL
+#: when the reason is missing.
+REASON_CATEGORY_COLUMN = "in_reason_category"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -51,6 +55,11 @@ class PanelSpec:
 
     Eligibility for DiD is decided per county from pre-period data only and is off by default
     (``min_pre_stops=None``, ``max_pre_unknown_share=None``).
+
+    ``reasons`` *filters* stops by ``reason_for_stop``; ``reason_category`` instead *splits* cells by
+    a derived boolean column, :data:`REASON_CATEGORY_COLUMN` (``in_reason_category``): is the stop's
+    ``reason_for_stop`` one of these values (NULL when the reason is missing)? The values are bound as
+    a query parameter, never written into the SQL text. ``split_columns`` is ``by`` plus that column.
     """
 
     states: tuple[str, ...] = ()
@@ -61,6 +70,7 @@ class PanelSpec:
     period: Period = "month"
     design: Design = "spillover"
     by: tuple[str, ...] = ()
+    reason_category: tuple[str, ...] = ()
     min_pre_stops: int | None = None
     max_pre_unknown_share: float | None = None
     population: Literal["none", "nearest", "carry_2010_shares"] = "none"
@@ -69,7 +79,7 @@ class PanelSpec:
         check_choice("period", self.period, PERIODS)
         check_choice("design", self.design, DESIGNS)
         object.__setattr__(self, "states", tuple(s.upper() for s in self.states))
-        for name in ("agencies", "stop_types", "reasons", "by"):
+        for name in ("agencies", "stop_types", "reasons", "by", "reason_category"):
             value = getattr(self, name)
             if isinstance(value, str):
                 value = (value,)
@@ -79,6 +89,7 @@ class PanelSpec:
                 raise SpecificationError(
                     f"by must name stop-level columns among {list(BY_COLUMNS)}; got {col!r}"
                 )
+        _check_reason_category(self.reason_category)
         if self.years is not None:
             lo, hi = self.years
             if lo > hi:
@@ -97,6 +108,23 @@ class PanelSpec:
             raise SpecificationError(f"max_pre_unknown_share must be in [0, 1] or None; got {share!r}")
         check_choice("population", self.population, ("none", "nearest", "carry_2010_shares"))
 
+    @property
+    def split_columns(self) -> tuple[str, ...]:
+        """The columns that split cells beyond race: ``by``, then ``in_reason_category`` if requested."""
+        return (*self.by, REASON_CATEGORY_COLUMN) if self.reason_category else self.by
+
+
+def _check_reason_category(values: tuple[str, ...]) -> None:
+    """Raise :class:`SpecificationError` unless ``values`` are distinct, non-blank strings."""
+    bad = [v for v in values if not isinstance(v, str) or not v.strip()]
+    if bad:
+        raise SpecificationError(
+            f"reason_category must hold non-blank reason_for_stop values (strings); got {bad!r}"
+        )
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise SpecificationError(f"reason_category lists {repeated!r} more than once")
+
 
 @dataclass(frozen=True, slots=True)
 class Panel:
@@ -105,7 +133,8 @@ class Panel:
     Frame columns (DESIGN.md): county_fips, state, period (consecutive integer: year·12+month−1,
     year·4+quarter−1, or year), period_start, race, stops, population, in_force, first_treated (0 =
     never treated), rel_period (NULL if never treated), then hispanic_share, neighbor_in_force, the
-    ``by`` columns, and one timing set per extra policy.
+    ``by`` columns (then ``in_reason_category`` with ``PanelSpec.reason_category``), and one timing
+    set per extra policy.
     """
 
     frame: pl.DataFrame
@@ -144,7 +173,7 @@ class Panel:
 # -------------------------------------------------------------------------------------- the build
 def _filter_params(spec: PanelSpec) -> dict[str, Any]:
     lo, hi = spec.years if spec.years is not None else (None, None)
-    return {
+    params: dict[str, Any] = {
         "states": list(spec.states),
         "year_min": lo,
         "year_max": hi,
@@ -152,11 +181,30 @@ def _filter_params(spec: PanelSpec) -> dict[str, Any]:
         "stop_types": list(spec.stop_types),
         "reasons": list(spec.reasons),
     }
+    if spec.reason_category:  # bound only when by_columns_sql uses it
+        params["reason_category"] = list(spec.reason_category)
+    return params
+
+
+def by_columns_sql(spec: PanelSpec) -> str:
+    """The ``by_columns`` fragment of ``select_panel_stops.sql`` (a pure SQL builder).
+
+    Allow-listed ``by`` identifiers, then, with ``reason_category``, the derived boolean
+    ``in_reason_category`` computed from the bound ``$reason_category`` list (NULL for a missing
+    reason, so such stops are counted apart rather than as "not in the category").
+    """
+    by = "".join(f"{quote_identifier(c)}, " for c in spec.by)
+    if spec.reason_category:
+        by += (
+            "CASE WHEN reason_for_stop IS NULL THEN NULL "
+            "ELSE list_contains($reason_category, reason_for_stop) END "
+            f"AS {quote_identifier(REASON_CATEGORY_COLUMN)}, "
+        )
+    return by
 
 
 def _filtered_sql(spec: PanelSpec) -> str:
-    by = "".join(f"{quote_identifier(c)}, " for c in spec.by)
-    return load_query("select_panel_stops").render({"by_columns": by})
+    return load_query("select_panel_stops").render({"by_columns": by_columns_sql(spec)})
 
 
 def sample_steps(counts: Mapping[str, int], spec: PanelSpec) -> list[SampleStep]:
@@ -197,10 +245,13 @@ def _balanced(cells: pl.DataFrame, spec: PanelSpec, counties: pl.DataFrame) -> p
             schema={"county_fips": pl.String, "state": pl.String, "period": pl.Int64, "period_start": pl.Date}
         )
     )
-    keys = cells.select("race", *spec.by).unique().sort(pl.all())
+    keys = cells.select("race", *spec.split_columns).unique().sort(pl.all())
     grid = grid.join(keys, how="cross")
     out = grid.join(
-        cells, on=["county_fips", "state", "period", "race", *spec.by], how="left", nulls_equal=True
+        cells,
+        on=["county_fips", "state", "period", "race", *spec.split_columns],
+        how="left",
+        nulls_equal=True,
     )
     return out.with_columns(pl.col("stops").fill_null(0))
 
@@ -250,7 +301,7 @@ def build_panel(
         counts = query_frame(con, "count_panel_sample_steps", params, fragments={"filtered": filtered}).row(
             0, named=True
         )
-        by_keys = "".join(f"{quote_identifier(c)}, " for c in spec.by)
+        by_keys = "".join(f"{quote_identifier(c)}, " for c in spec.split_columns)
         cells = query_frame(
             con,
             "aggregate_stops_by_county_period_race",
@@ -342,7 +393,7 @@ def build_panel(
     lead = ["county_fips", "state", "period", "period_start", "race", "stops", "population", "in_force",
             "first_treated", "rel_period"]  # fmt: skip
     rest = [c for c in panel.columns if c not in lead]
-    panel = panel.select(*lead, *rest).sort("state", "county_fips", "period", "race", *spec.by)
+    panel = panel.select(*lead, *rest).sort("state", "county_fips", "period", "race", *spec.split_columns)
     lineage = {
         "package_version": __version__,
         "store": str(st.root),
@@ -471,4 +522,4 @@ def _eligibility(panel: pl.DataFrame, spec: PanelSpec) -> tuple[pl.DataFrame, li
     return panel.join(keep, on="county_fips", how="semi"), steps
 
 
-__all__ = ["Panel", "PanelSpec", "build_panel"]
+__all__ = ["REASON_CATEGORY_COLUMN", "Panel", "PanelSpec", "build_panel"]
