@@ -549,6 +549,7 @@ def fit_glm(
     eta_start: np.ndarray | None = None,
     tol: float = 1e-10,
     max_iter: int = 100,
+    names: Sequence[str] | None = None,
 ) -> GlmFit:
     r"""Fit a GLM with fixed effects by IRLS, absorbing the effects exactly at every iteration.
 
@@ -581,6 +582,9 @@ def fit_glm(
     max_iter
         Iteration limit; a fit that reaches it warns (statsmodels' ``ConvergenceWarning``) and
         records ``converged=False``.
+    names
+        The regressors' names (one per column of ``X``), quoted when one of them is collinear with the
+        fixed effects; default: the generic message about the treatment.
 
     Returns
     -------
@@ -606,7 +610,7 @@ def fit_glm(
         proj = projector.solver(w)
         r = proj.residualize(np.column_stack([y - off, X]))
         zt, xt = r[:, 0], r[:, 1:]
-        _check_identified(X, xt, w)
+        _check_identified(X, xt, w, names)
         beta = _solve(xt, zt, w)
         eta = y - (zt - xt @ beta)
         mu = eta
@@ -643,7 +647,7 @@ def fit_glm(
         r = proj.residualize(np.column_stack([z, X]))
         zt, xt = r[:, 0], r[:, 1:]
         if it == 1:
-            _check_identified(X, xt, w)
+            _check_identified(X, xt, w, names)
         beta = _solve(xt, zt, w)
         eta_new = off + z - (zt - xt @ beta)
         mu_new = fam.link.inverse(eta_new)
@@ -683,10 +687,20 @@ def _cross(a: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.einsum("ij,i,ik->jk", a, w, b)
 
 
-def _check_identified(X: np.ndarray, xt: np.ndarray, w: np.ndarray) -> None:
+def _check_identified(
+    X: np.ndarray, xt: np.ndarray, w: np.ndarray, names: Sequence[str] | None = None
+) -> None:
     before = np.einsum("ij,i,ij->j", X, w, X)
     after = np.einsum("ij,i,ij->j", xt, w, xt)
-    if np.any(after <= 1e-10 * np.maximum(before, 1e-300)):
+    bad = after <= 1e-10 * np.maximum(before, 1e-300)
+    if names is not None and np.any(bad):
+        which = [str(n) for n, b in zip(names, bad, strict=True) if b]
+        raise SpecificationError(
+            f"regressor(s) {which} do not vary within the fixed effects in the estimation sample (e.g. a "
+            "covariate constant within units, or a treatment that no cell receives): they are collinear "
+            "with the fixed effects"
+        )
+    if np.any(bad):
         raise SpecificationError(
             "a regressor is collinear with the fixed effects (e.g. the treatment does not vary within "
             "units and group-periods in the estimation sample, or no cell is treated)"
@@ -953,6 +967,9 @@ class Inference:
     label: str
     p_value: Mapping[str, float]
     ci: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    #: The covariates (besides the fixed effects) the method partialled out; a result fitted with
+    #: covariates accepts only an inference that names the same ones (see ``with_inference``).
+    covariates: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------------------------------- lineage

@@ -1,7 +1,8 @@
 r"""Two-way fixed-effects difference-in-differences on the race composition of stops.
 
-Users call :func:`fit_did` (re-exported by :mod:`stopdisparity.api`); it returns a frozen
-:class:`DidResult` with a DESIGN.md ``tidy()`` table.
+Users call :func:`fit_did` (long race layout) or :func:`fit_did_panel` (any unit × period panel),
+both re-exported by :mod:`stopdisparity.api`; each returns a frozen :class:`DidResult` with a
+DESIGN.md ``tidy()`` table.
 
 Estimators
 ----------
@@ -25,6 +26,17 @@ likelihood profiles to this one (Baker 1994) — and is not additional evidence.
 (default), county-equal (each county's weights sum to one, cells within it by stops) or unit-equal
 (unweighted cells). It assumes parallel trends in levels of the share, a different assumption
 (Roth & Sant'Anna 2023).
+
+Generic panels
+--------------
+:func:`fit_did_panel` takes one row per unit × period with the standard DiD names (``yname``,
+``idname``, ``tname``, ``gname``; R's ``did``, pyfixest's ``event_study``) and an absorbing treatment
+:math:`D_{it} = 1[t \ge g_i]` (``gname`` 0 or null: never treated). With ``trials`` the logit models
+``yname`` successes out of ``trials``; without, the linear model regresses ``yname`` (optionally with
+analytic weights). Time-varying covariates (``xnames``) enter beside the treatment. It runs the same
+estimation code as :func:`fit_did` — the race layout *is* the generic logit with successes = focal
+stops and trials = focal + reference stops (tested to 1e-10). Unit and period effects by default;
+``group`` adds group × period effects.
 
 Computation and inference
 -------------------------
@@ -74,8 +86,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal
 
@@ -97,10 +109,12 @@ from stopdisparity.models._fe import (
     SmallSample,
     VcovType,
 )
+from stopdisparity.models._panel import TREATMENT_TERM, covariate_columns, prepare_panel
 from stopdisparity.results import TidyRow, tidy_frame
 
 Estimator = Literal["twfe-logit", "twfe-linear"]
 Weights = Literal["stops", "county", "unit-equal"]
+Layout = Literal["race", "panel"]
 ESTIMATORS: tuple[Estimator, ...] = ("twfe-logit", "twfe-linear")
 WEIGHTS: tuple[Weights, ...] = ("stops", "county", "unit-equal")
 
@@ -121,6 +135,7 @@ class _Core:
     small_sample: SmallSample
     clusters: ClusterSummary
     fe_names: tuple[str, ...]
+    covariate_influence: np.ndarray
 
     @property
     def estimate(self) -> float:
@@ -135,16 +150,36 @@ class _Core:
         return math.sqrt(self.variance_cr0 * factor)
 
 
+def _regressors(pairs: pl.DataFrame, names: Mapping[str, Any]) -> tuple[np.ndarray, tuple[str, ...]]:
+    """The design's regressors: the treatment, then the covariates (``_x0``, ...), and their names."""
+    xcols = covariate_columns(names)
+    lost = [c for c in xcols if c not in pairs.columns]
+    if lost:
+        raise SpecificationError(
+            f"these cells lack the covariate columns of the fit ({list(names['covariates'])}): the calling "
+            "procedure does not carry covariates (yet)"
+        )
+    d = pairs.get_column(TREATED).to_numpy()
+    X = np.column_stack([d, *[pairs.get_column(c).to_numpy() for c in xcols]])
+    return X, (str(names.get("treatment") or TREATMENT_TERM), *map(str, names.get("covariates") or ()))
+
+
 def _estimate(
     pairs: pl.DataFrame,
     *,
     estimator: Estimator,
     weights: Weights,
     multi_group: bool,
-    names: Mapping[str, str | None],
+    names: Mapping[str, Any],
     eta_start: np.ndarray | None = None,
 ) -> _Core:
-    """Fit one estimator on prepared pair cells (no drops happen here)."""
+    """Fit one estimator on prepared pair cells (no drops happen here).
+
+    ``pairs`` holds unit, period, group, cluster, treated, focal, reference, n and, when
+    ``names["covariates"]`` lists covariates, their internal columns ``_x0``, ``_x1``, ...; the logit
+    models focal / n with n as trials, the linear model focal / n weighted as ``weights`` says (the
+    generic linear form stores its analytic weights in n and uses ``weights="stops"``).
+    """
     unit_s = pairs.get_column(UNIT)
     unit_codes = _fe.codes_of(unit_s)
     unit_labels = tuple(pl.DataFrame({"c": unit_codes, "u": unit_s}).unique("c").sort("c").get_column("u"))
@@ -160,12 +195,15 @@ def _estimate(
     )
     g = len(cluster_labels)
     projector = _fe.WithinProjector([unit_codes, gp_codes])
-    d = pairs.get_column(TREATED).to_numpy()
+    X, x_names = _regressors(pairs, names)
+    d = X[:, 0]
     focal = pairs.get_column("focal").to_numpy()
     n = pairs.get_column("n").to_numpy()
     y = focal / n
+    # the generic error names the regressors only when there are covariates (keeps the race messages)
+    labels = x_names if X.shape[1] > 1 else None
     if estimator == "twfe-logit":
-        fit = _fe.fit_glm(y, d[:, None], projector, family="binomial", prior=n, eta_start=eta_start)
+        fit = _fe.fit_glm(y, X, projector, family="binomial", prior=n, eta_start=eta_start, names=labels)
     else:
         if weights == "stops":
             w = n
@@ -173,8 +211,9 @@ def _estimate(
             w = n / np.bincount(unit_codes, weights=n)[unit_codes]
         else:
             w = np.ones_like(n)
-        fit = _fe.fit_glm(y, d[:, None], projector, family="gaussian", prior=w)
-    influence = _fe.cluster_influence(fit, cluster_codes, g)[:, 0]
+        fit = _fe.fit_glm(y, X, projector, family="gaussian", prior=w, names=labels)
+    influence_all = _fe.cluster_influence(fit, cluster_codes, g)
+    influence = influence_all[:, 0]
     if estimator == "twfe-logit":
         pp, pp_infl = _pp_change(fit, d, n, cluster_codes, g)
         n_ssc, n_label = round(float(n.sum())), "stops (Bernoulli trials)"
@@ -186,7 +225,7 @@ def _estimate(
     fe_names = (unit_name, gp_name)
     small = SmallSample(
         n=n_ssc,
-        n_coef=1,
+        n_coef=X.shape[1],
         fe_names=fe_names,
         fe_levels=projector.levels,
         fe_nested=tuple(_fe.nested_in(c, cluster_codes) for c in (unit_codes, gp_codes)),
@@ -207,22 +246,26 @@ def _estimate(
         small,
         clusters,
         fe_names,
+        influence_all[:, 1:],
     )
 
 
 def _pp_change(
     fit: _fe.GlmFit, d: np.ndarray, n: np.ndarray, cluster_codes: np.ndarray, g: int
 ) -> tuple[float, np.ndarray]:
-    r"""Stop-weighted percentage-point effect and its per-cluster influence (delta method).
+    r"""Trial-weighted percentage-point effect and its per-cluster influence (delta method).
 
     :math:`pp = 100\sum_i m_i(\hat\mu_i - \hat\mu^0_i)` with :math:`m_i = D_i n_i/\sum_D n`,
-    :math:`\hat\mu^0 = \operatorname{expit}(\hat\eta - \hat\beta D)`. Its gradient over all parameters
-    (fixed effects included) is :math:`X'a + c\,e_\beta` with
-    :math:`a = m(\mu(1-\mu) - \mu^0(1-\mu^0))` and :math:`c = \sum m\mu^0(1-\mu^0)`, so the influence of
-    observation i is :math:`h_i\psi_i` with :math:`h = X H^{-1}\nabla = P_W(a/w) + c\tilde d/(\tilde
-    d'W\tilde d)` — a weighted projection on the dummies and the treatment (Frisch–Waugh–Lovell), no
-    inverse of the full Hessian needed. Because the treatment's score equation makes
-    :math:`\sum_D n(y - \hat\mu) = 0`, the same number is :math:`100\sum_D n(y - \hat p^0)/\sum_D n`.
+    :math:`\hat\mu^0 = \operatorname{expit}(\hat\eta - \hat\beta D)` (covariates, if any, kept at
+    their values). Its gradient over all parameters (fixed effects included) is :math:`X'a + c\,e_\beta`
+    with :math:`a = m(\mu(1-\mu) - \mu^0(1-\mu^0))` and :math:`c = \sum m\mu^0(1-\mu^0)`, so the
+    influence of observation i is :math:`h_i\psi_i` with :math:`h = X H^{-1}\nabla = P_W(a/w) +
+    c\tilde X(\tilde X'W\tilde X)^{-1}e_\beta`, where :math:`P_W` projects on the dummies and the
+    regressors, :math:`P_W v = (v - \tilde v) + \tilde X(\tilde X'W\tilde X)^{-1}\tilde X'Wv` with
+    :math:`\tilde{\cdot}` the residual on the dummies (Frisch–Waugh–Lovell; the partitioned inverse's
+    row for observation i is :math:`\tilde x_i'(\tilde X'W\tilde X)^{-1}`), so no inverse of the full
+    Hessian is needed. Because the treatment's score equation makes :math:`\sum_D n(y - \hat\mu) = 0`,
+    the same number is :math:`100\sum_D n(y - \hat p^0)/\sum_D n`.
     """
     beta = float(fit.beta[0])
     on = d > 0
@@ -235,13 +278,28 @@ def _pp_change(
     a = m * (dmu - dmu0)
     c = float(np.sum(m * dmu0))
     w = fit.weights
-    xt = fit.x_tilde[:, 0]
-    hess = float(fit.hessian[0, 0])
+    xt = fit.x_tilde
     v = a / w
     vt = fit.projection.residualize(v)
-    h = (v - vt) + xt * (float(np.sum(xt * w * v)) / hess) + c * xt / hess
+    rhs = np.einsum("ij,i->j", xt, w * v)
+    rhs[0] += c
+    if xt.shape[1] == 1:
+        h = (v - vt) + xt[:, 0] * (rhs[0] / float(fit.hessian[0, 0]))
+    else:
+        h = (v - vt) + xt @ np.linalg.solve(fit.hessian, rhs)
     infl = _fe.cluster_sums(h * fit.psi, cluster_codes, g)[:, 0]
     return 100.0 * pp, 100.0 * infl
+
+
+def _treated_resid(fit: _fe.GlmFit) -> np.ndarray:
+    """The treatment residualised on the fixed effects and the covariates, under the final weights."""
+    xt = fit.x_tilde
+    if xt.shape[1] == 1:
+        return xt[:, 0]
+    cov = xt[:, 1:]
+    w = fit.weights
+    coef = np.linalg.solve(np.einsum("ij,i,ik->jk", cov, w, cov), np.einsum("ij,i,i->j", cov, w, xt[:, 0]))
+    return xt[:, 0] - cov @ coef
 
 
 @dataclass(frozen=True, eq=False)
@@ -276,19 +334,28 @@ class DidResult(_fe.ClusteredResult):
         Rows dropped under ``missing="drop"`` and the columns with missing values.
     sample
         The estimation cells (internal names: unit, period, group, cluster, treated, focal,
-        reference, n) with ``weight`` (final IRLS/WLS weight), ``fitted`` (share), ``eta`` (linear
-        predictor) and ``treated_resid`` (the treatment residualised on the fixed effects).
+        reference, n; generic panels add ``_first_treated`` and the covariates ``_x0``, ...) with
+        ``weight`` (final IRLS/WLS weight), ``fitted`` (share), ``eta`` (linear predictor) and
+        ``treated_resid`` (the treatment residualised on the fixed effects and the covariates).
+        ``focal / n`` is the modelled outcome; for the generic linear model ``n`` holds the analytic
+        weight (1 without weights).
     lineage
         Input columns, options, fixed effects and package versions.
     inference
         Bootstrap or randomization inference attached with :meth:`with_inference` (None: analytical).
+    layout
+        ``race`` (:func:`fit_did`: one row per unit × period × race) or ``panel``
+        (:func:`fit_did_panel`: one row per unit × period, any outcome).
+    covariates, covariate_estimates, covariate_influence
+        The covariates' column names, coefficients and per-cluster influence (G × k); their tidy rows
+        follow the treatment's.
     """
 
     estimator: Estimator
     term: str
     estimand: str
-    race_pair: tuple[str, str]
-    columns: Mapping[str, str | None]
+    race_pair: tuple[str, str] | None
+    columns: Mapping[str, Any]
     weights: Weights | None
     vcov_type: VcovType
     estimate: float
@@ -315,6 +382,10 @@ class DidResult(_fe.ClusteredResult):
     sample: pl.DataFrame
     lineage: Mapping[str, Any]
     inference: Inference | None = None
+    layout: Layout = "race"
+    covariates: tuple[str, ...] = ()
+    covariate_estimates: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    covariate_influence: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
 
     # ----------------------------------------------------------------------------- standard errors
     @property
@@ -345,48 +416,98 @@ class DidResult(_fe.ClusteredResult):
         """The ``inference`` column of ``tidy()``."""
         if self.inference is not None:
             return self.inference.label
-        return f"{self.vcov_type} by {self.columns['cluster']} ({self.clusters.g} clusters)"
+        return self._analytical_label
 
     # --------------------------------------------------------------------------------------- tables
-    def tidy(self, alpha: float = 0.05) -> pl.DataFrame:
-        """One row, ``term`` = the treatment (log odds or share), in the DESIGN.md tidy contract.
+    @property
+    def _analytical_label(self) -> str:
+        return f"{self.vcov_type} by {self.columns['cluster']} ({self.clusters.g} clusters)"
 
-        Extra keys: ``odds_ratio`` (logit), ``pp_change`` and ``pp_std_error`` (percentage points),
-        ``n_stops``, ``n_treated_clusters``, ``largest_treated_share``.
+    @property
+    def _reports_pp(self) -> bool:
+        """Whether the outcome is a share, so that a percentage-point effect means something."""
+        return self.layout == "race" or self.columns.get("trials") is not None
+
+    def tidy(self, alpha: float = 0.05) -> pl.DataFrame:
+        """The treatment row (log odds or outcome scale), then one row per covariate; DESIGN.md contract.
+
+        Extra keys of the treatment row: ``odds_ratio`` (logit), ``pp_change`` and ``pp_std_error``
+        (percentage points; race layout, and generic panels with trials), ``n_stops`` (race layout) or
+        ``n_trials`` (generic logit), ``n_treated_clusters``, ``largest_treated_share``. Covariate rows
+        carry their coefficient with the same covariance and reference distribution, null extras and
+        the estimand "covariate coefficient (not a causal effect)".
         """
         stat, p, lo, hi = _fe.inference_stats(self.estimate, self.std_error, alpha, self._df)
         if self.inference is not None and self.term in self.inference.p_value:
             p = self.inference.p_value[self.term]
             lo, hi = self.inference.ci.get(self.term, (math.nan, math.nan))
-        extra = {
-            "odds_ratio": self.odds_ratio,
-            "pp_change": self.pp_change,
-            "pp_std_error": self.pp_std_error,
-            "n_stops": self.n_stops,
+        extra: dict[str, Any] = {"odds_ratio": self.odds_ratio}
+        if self.estimator != "twfe-logit":
+            del extra["odds_ratio"]
+        if self._reports_pp:
+            extra |= {"pp_change": self.pp_change, "pp_std_error": self.pp_std_error}
+        if self.layout == "race":
+            extra["n_stops"] = self.n_stops
+        elif self.estimator == "twfe-logit":
+            extra["n_trials"] = self.n_stops
+        extra |= {
             "n_treated_clusters": self.clusters.g_treated,
             "largest_treated_share": self.clusters.largest_share,
         }
-        if self.estimator != "twfe-logit":
-            del extra["odds_ratio"]
-        row = TidyRow(
-            self.term,
-            self.estimate,
-            self.std_error,
-            stat,
-            p,
-            lo,
-            hi,
-            self.nobs,
-            self.clusters.g,
-            self.estimator,
-            self.estimand,
-            self.inference_label,
-            extra,
-        )
-        return tidy_frame([row])
+        rows = [
+            TidyRow(
+                self.term,
+                self.estimate,
+                self.std_error,
+                stat,
+                p,
+                lo,
+                hi,
+                self.nobs,
+                self.clusters.g,
+                self.estimator,
+                self.estimand,
+                self.inference_label,
+                extra,
+            )
+        ]
+        for j, name in enumerate(self.covariates):
+            est = float(self.covariate_estimates[j])
+            se = math.sqrt(float(np.sum(self.covariate_influence[:, j] ** 2)) * self._factor)
+            stat, p, lo, hi = _fe.inference_stats(est, se, alpha, self._df)
+            label = self._analytical_label
+            if self.inference is not None and name in self.inference.p_value:
+                p = self.inference.p_value[name]
+                lo, hi = self.inference.ci.get(name, (math.nan, math.nan))
+                label = self.inference.label
+            rows.append(
+                TidyRow(
+                    name,
+                    est,
+                    se,
+                    stat,
+                    p,
+                    lo,
+                    hi,
+                    self.nobs,
+                    self.clusters.g,
+                    self.estimator,
+                    "covariate coefficient (not a causal effect)",
+                    label,
+                )
+            )
+        return tidy_frame(rows)
 
     def with_inference(self, inference: Inference) -> DidResult:
-        """A copy whose ``tidy()`` takes p-values, intervals and label from ``inference``."""
+        """A copy whose ``tidy()`` takes p-values, intervals and label from ``inference``.
+
+        Raises
+        ------
+        SpecificationError
+            When the result has covariates that ``inference.covariates`` does not list: a bootstrap or
+            randomization test that ignores them would test a different model.
+        """
+        _check_inference_covariates(self.covariates, inference)
         return dataclasses.replace(self, inference=inference)
 
     # ---------------------------------------------------------------------------------- diagnostics
@@ -463,7 +584,8 @@ class DidResult(_fe.ClusteredResult):
                 keep, _ = _fe.drop_separated(
                     keep.with_columns(_fe.gp_expr(self.multi_group)), [UNIT, _fe.GP], ["focal", "reference"]
                 )
-            pairs = keep.select(UNIT, PERIOD, GROUP, CLUSTER, TREATED, "focal", "reference", "n")
+            xcols = covariate_columns(self.columns)
+            pairs = keep.select(UNIT, PERIOD, GROUP, CLUSTER, TREATED, "focal", "reference", "n", *xcols)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 core = _estimate(
@@ -586,39 +708,6 @@ def fit_did(
         stacklevel=3,
     )
     focal, reference = cells.race_pair
-    pairs = _fe.pair_cells(cells)
-    empty = pairs.filter(pl.col("n") <= 0).height
-    pairs = pairs.filter(pl.col("n") > 0).with_columns(_fe.gp_expr(cells.multi_group))
-    separated: list[Any] = []
-    n_sep_cells = 0
-    if estimator == "twfe-logit":
-        before = pairs.height
-        pairs, dropped = _fe.drop_separated(pairs, [UNIT, _fe.GP], ["focal", "reference"])
-        separated = dropped[UNIT]
-        n_sep_cells = before - pairs.height
-        if n_sep_cells:
-            gp_text = f" and {len(dropped[_fe.GP])} group-periods" if dropped[_fe.GP] else ""
-            warnings.warn(
-                f"{len(separated)} {unit} value(s) with no {focal} or no {reference} stops in any period"
-                f"{gp_text} are perfectly separated in the logit and were dropped ({n_sep_cells} cells): "
-                f"{[str(u) for u in separated][:20]}",
-                SparseCellWarning,
-                stacklevel=2,
-            )
-    if pairs.height == 0:
-        raise SpecificationError("no cells left to fit after dropping empty and separated cells")
-    pairs = pairs.drop(_fe.GP)
-    core = _estimate(
-        pairs, estimator=estimator, weights=weights, multi_group=cells.multi_group, names=cells.columns
-    )
-    _fe.warn_few_clusters(core.clusters, stacklevel=3)
-    fit = core.fit
-    sample = pairs.with_columns(
-        pl.Series("weight", fit.weights),
-        pl.Series("fitted", fit.mu),
-        pl.Series("eta", fit.eta),
-        pl.Series("treated_resid", fit.x_tilde[:, 0]),
-    )
     if estimator == "twfe-logit":
         estimand = (
             f"ATT on the log odds that a {focal}-or-{reference} stop is {focal}, stop-weighted over "
@@ -631,30 +720,110 @@ def fit_did(
             f"ATT on the {focal} share of {focal}+{reference} stops ({wtext} TWFE regression weights), "
             "under parallel trends in levels of the share"
         )
-    lineage = {
-        "function": "stopdisparity.models.did.fit_did",
-        "input_columns": list(data.columns),
-        "input_rows": cells.n_input_rows,
-        "columns": dict(cells.columns),
-        "options": {
-            "estimator": estimator,
-            "race_pair": [focal, reference],
-            "weights": weights,
-            "missing": missing,
-            "vcov": vcov,
-            "group_effects": cells.multi_group,
+    return _fit_cells(
+        _fe.pair_cells(cells),
+        estimator=estimator,
+        weights=weights,
+        vcov=vcov,
+        multi_group=cells.multi_group,
+        columns=dict(cells.columns),
+        term=treatment,
+        estimand=estimand,
+        separation_text=f"no {focal} or no {reference} stops",
+        layout="race",
+        race_pair=(focal, reference),
+        n_input_rows=cells.n_input_rows,
+        n_dropped=cells.n_dropped,
+        dropped_columns=cells.dropped_columns,
+        lineage={
+            "function": "stopdisparity.models.did.fit_did",
+            "input_columns": list(data.columns),
+            "options": {
+                "estimator": estimator,
+                "race_pair": [focal, reference],
+                "weights": weights,
+                "missing": missing,
+                "vcov": vcov,
+                "group_effects": cells.multi_group,
+            },
         },
+    )
+
+
+def _fit_cells(
+    pairs: pl.DataFrame,
+    *,
+    estimator: Estimator,
+    weights: Weights,
+    vcov: VcovType,
+    multi_group: bool,
+    columns: Mapping[str, Any],
+    term: str,
+    estimand: str,
+    separation_text: str,
+    layout: Layout,
+    race_pair: tuple[str, str] | None,
+    n_input_rows: int,
+    n_dropped: int,
+    dropped_columns: tuple[str, ...],
+    lineage: Mapping[str, Any],
+    stacklevel: int = 4,
+) -> DidResult:
+    """The one estimation path of :func:`fit_did` and :func:`fit_did_panel`, from cells to a result.
+
+    ``pairs`` holds one row per unit × period: unit, period, group, cluster, treated, focal
+    (successes), reference (failures), n (trials, or the linear model's weight) and any covariate
+    columns ``_x0``, ... named in ``columns["covariates"]``. Drops cells without trials, drops the
+    logit's separated units and group-periods (with a warning), fits, and assembles the result.
+    """
+    unit = columns["unit"]
+    empty = pairs.filter(pl.col("n") <= 0).height
+    pairs = pairs.filter(pl.col("n") > 0).with_columns(_fe.gp_expr(multi_group))
+    separated: list[Any] = []
+    n_sep_cells = 0
+    if estimator == "twfe-logit":
+        before = pairs.height
+        pairs, dropped = _fe.drop_separated(pairs, [UNIT, _fe.GP], ["focal", "reference"])
+        separated = dropped[UNIT]
+        n_sep_cells = before - pairs.height
+        if n_sep_cells:
+            gp_text = f" and {len(dropped[_fe.GP])} group-periods" if dropped[_fe.GP] else ""
+            warnings.warn(
+                f"{len(separated)} {unit} value(s) with {separation_text} in any period"
+                f"{gp_text} are perfectly separated in the logit and were dropped ({n_sep_cells} cells): "
+                f"{[str(u) for u in separated][:20]}",
+                SparseCellWarning,
+                stacklevel=stacklevel - 1,
+            )
+    if pairs.height == 0:
+        raise SpecificationError("no cells left to fit after dropping empty and separated cells")
+    pairs = pairs.drop(_fe.GP)
+    core = _estimate(pairs, estimator=estimator, weights=weights, multi_group=multi_group, names=columns)
+    _fe.warn_few_clusters(core.clusters, stacklevel=stacklevel)
+    fit = core.fit
+    sample = pairs.with_columns(
+        pl.Series("weight", fit.weights),
+        pl.Series("fitted", fit.mu),
+        pl.Series("eta", fit.eta),
+        pl.Series("treated_resid", _treated_resid(fit)),
+    )
+    full_lineage = {
+        "function": lineage["function"],
+        "input_columns": lineage["input_columns"],
+        "input_rows": n_input_rows,
+        "columns": dict(columns),
+        "options": lineage["options"],
         "fixed_effects": list(core.fe_names),
         "engine": "IRLS with exact fixed-effect projection (stopdisparity.models._fe); statsmodels families",
         "versions": _fe.package_versions(),
     }
     return DidResult(
         estimator=estimator,
-        term=treatment,
+        term=term,
         estimand=estimand,
-        race_pair=(focal, reference),
-        columns=dict(cells.columns),
-        weights=weights if estimator == "twfe-linear" else None,
+        race_pair=race_pair,
+        columns=dict(columns),
+        weights=weights if estimator == "twfe-linear" and layout == "race" else None,
         vcov_type=vcov,
         estimate=core.estimate,
         variance_cr0=core.variance_cr0,
@@ -671,12 +840,201 @@ def fit_did(
         separated_units=tuple(str(u) for u in separated),
         n_separated_cells=n_sep_cells,
         n_empty_cells=empty,
-        n_dropped=cells.n_dropped,
-        dropped_columns=cells.dropped_columns,
+        n_dropped=n_dropped,
+        dropped_columns=dropped_columns,
         converged=fit.converged,
         iterations=fit.iterations,
         deviance=fit.deviance,
-        multi_group=cells.multi_group,
+        multi_group=multi_group,
         sample=sample,
-        lineage=lineage,
+        lineage=full_lineage,
+        layout=layout,
+        covariates=tuple(columns.get("covariates") or ()),
+        covariate_estimates=np.asarray(fit.beta[1:], dtype=float),
+        covariate_influence=core.covariate_influence,
+    )
+
+
+def _check_inference_covariates(covariates: tuple[str, ...], inference: Inference) -> None:
+    """Refuse an inference that does not partial out the result's covariates (see ``with_inference``)."""
+    if set(covariates) != set(inference.covariates):
+        raise SpecificationError(
+            f"this result has covariates {list(covariates)} but the inference {inference.label!r} "
+            f"partials out {list(inference.covariates)}: it would test a different model. Bootstrap and "
+            "randomization inference do not support covariates yet; use the analytical cluster-robust "
+            "inference, or fit without covariates"
+        )
+
+
+def fit_did_panel(
+    data: pl.DataFrame,
+    *,
+    yname: str,
+    idname: str,
+    tname: str,
+    gname: str,
+    trials: str | None = None,
+    weights: str | None = None,
+    xnames: Sequence[str] = (),
+    estimator: Estimator | None = None,
+    cluster: str | None = None,
+    group: str | None = None,
+    missing: Missing = "raise",
+    vcov: VcovType = "CR1",
+) -> DidResult:
+    """Two-way fixed-effects DiD on any unit × period panel, with absorbing treatment from ``gname``.
+
+    The generic form of :func:`fit_did`, with the standard DiD argument names (R's ``did``, pyfixest's
+    ``event_study``). Both run the same estimation code: the race layout is this model with successes
+    = focal-race stops and trials = focal + reference stops.
+
+    Parameters
+    ----------
+    data
+        One row per ``idname`` × ``tname`` (other columns are ignored). Column names may be any string.
+    yname
+        The outcome: successes out of ``trials`` (logit), or any number (linear).
+    idname, tname
+        The unit (unit fixed effects) and the integer period (period fixed effects).
+    gname
+        The period in which the unit's treatment starts; 0 or null = never treated. Treatment is
+        absorbing: the regressor (term ``in_force``) is 1 when ``tname >= gname``. Must be an
+        integer, constant within a unit, and 0 or within the range of ``tname``.
+    trials
+        Binomial trials; with ``twfe-logit`` the model is the unit-level logit of the expanded
+        Bernoulli data, with ``twfe-linear`` the share ``yname / trials`` weighted by trials.
+    weights
+        ``twfe-linear`` only: analytic weights (pyfixest ``feols(weights=...)``); default 1, or
+        ``trials`` when given.
+    xnames
+        Time-varying covariates entering as regressors beside the treatment; their rows follow the
+        treatment's in ``tidy()``.
+    estimator
+        ``twfe-logit`` (needs ``trials``) or ``twfe-linear``; default: the logit when ``trials`` is
+        given, the linear model otherwise.
+    cluster
+        Column to cluster by; default ``idname``.
+    group
+        Column whose levels get their own period effects (group × period); default none (period
+        effects).
+    missing
+        ``raise`` (default) or ``drop`` rows with nulls or NaN in the used columns (a null ``gname``
+        is never treated, not missing), with a :class:`~stopdisparity.errors.DroppedRowsWarning`.
+    vcov
+        ``CR1`` (default) or ``CR0``.
+
+    Returns
+    -------
+    DidResult
+        ``layout="panel"``; ``tidy()`` has the ``in_force`` row first, then the covariates.
+
+    Raises
+    ------
+    SpecificationError
+        For an impossible combination (the logit without trials or with weights), a missing or
+        mistyped column (the message names it), duplicate unit-periods, a bad ``gname`` (non-integer,
+        varying within a unit, outside the period range), an outcome outside [0, trials], negative
+        trials or weights, missing values under ``missing="raise"``, or a regressor collinear with
+        the fixed effects.
+
+    Warns
+    -----
+    FewClustersWarning, SparseCellWarning, DroppedRowsWarning
+        As :func:`fit_did` (SparseCellWarning: logit units with no successes or no failures).
+
+    Notes
+    -----
+    Small-sample factor and reference distribution as :func:`fit_did`: for the logit N counts the
+    trials (the Bernoulli observations), for the linear model the rows; K counts the treatment, the
+    covariates and the fixed-effect levels not nested in the clusters (pyfixest ``CRV1``). Rows with
+    zero trials or zero weight carry no information and are dropped (``n_empty_cells``). The
+    percentage-point effect of the logit is weighted by trials over treated rows.
+
+    References
+    ----------
+    Callaway, B. & Sant'Anna, P. H. C. (2021), https://doi.org/10.1016/j.jeconom.2020.12.001 (argument
+    names); Goodman-Bacon, A. (2021), https://doi.org/10.1016/j.jeconom.2021.03.014 (what TWFE
+    estimates under staggered adoption; see :meth:`DidResult.effective_weights`).
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> from stopdisparity.models.did import fit_did_panel
+    >>> panel = pl.DataFrame({
+    ...     "county id": [u for u in range(8) for _ in range(6)],
+    ...     "year": [t for _ in range(8) for t in range(2000, 2006)],
+    ...     "first.treat": [2003 if u < 4 else 0 for u in range(8) for _ in range(6)],
+    ...     "log emp": [0.1 * u + 0.05 * t + (0.3 if u < 4 and t >= 3 else 0.0) + 0.01 * ((u * t) % 3)
+    ...                 for u in range(8) for t in range(6)],
+    ... })
+    >>> res = fit_did_panel(panel, yname="log emp", idname="county id", tname="year",
+    ...                     gname="first.treat")
+    >>> res.tidy().select("term", "estimator").row(0)
+    ('in_force', 'twfe-linear')
+    """
+    if estimator is None:
+        estimator = "twfe-logit" if trials is not None else "twfe-linear"
+    check_choice("estimator", estimator, ESTIMATORS)
+    check_choice("vcov", vcov, _fe.VCOV_TYPES)
+    prepared = prepare_panel(
+        data,
+        yname=yname,
+        idname=idname,
+        tname=tname,
+        gname=gname,
+        trials=trials,
+        weights=weights,
+        xnames=xnames,
+        cluster=cluster,
+        group=group,
+        missing=missing,
+        binomial=estimator == "twfe-logit",
+        stacklevel=3,
+    )
+    cols = prepared.columns
+    absorbing = f"treatment absorbing from {gname!r} ({tname} >= {gname})"
+    adjusted = f", adjusting for {list(cols['covariates'])}" if cols["covariates"] else ""
+    if estimator == "twfe-logit":
+        estimand = (
+            f"ATT on the log odds of {yname!r} successes out of {trials!r} trials, trial-weighted over "
+            f"treated {idname}-periods (TWFE logit; exact for a constant effect){adjusted}, under parallel "
+            f"trends in log odds; {absorbing}"
+        )
+    else:
+        what = f"the share {yname!r}/{trials!r}" if trials is not None else repr(yname)
+        wtext = (
+            f"weighted by {weights!r}"
+            if weights is not None
+            else ("weighted by trials" if trials is not None else "unweighted")
+        )
+        estimand = (
+            f"ATT on {what} (TWFE regression, {wtext}){adjusted}, under parallel trends in levels; "
+            f"{absorbing}"
+        )
+    return _fit_cells(
+        prepared.frame,
+        estimator=estimator,
+        weights="stops",
+        vcov=vcov,
+        multi_group=prepared.multi_group,
+        columns=cols,
+        term=TREATMENT_TERM,
+        estimand=estimand,
+        separation_text=f"no successes or no failures of {yname!r}",
+        layout="panel",
+        race_pair=None,
+        n_input_rows=prepared.n_input_rows,
+        n_dropped=prepared.n_dropped,
+        dropped_columns=prepared.dropped_columns,
+        lineage={
+            "function": "stopdisparity.models.did.fit_did_panel",
+            "input_columns": list(data.columns),
+            "options": {
+                "estimator": estimator,
+                "missing": missing,
+                "vcov": vcov,
+                "group_effects": prepared.multi_group,
+                "treatment": "absorbing: tname >= gname (gname 0 or null = never treated)",
+            },
+        },
     )
