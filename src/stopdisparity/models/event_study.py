@@ -1,8 +1,11 @@
 r"""Event study: the race composition of stops by time since a county's adoption.
 
-Users call :func:`fit_event_study`; it returns a frozen :class:`EventStudyResult` whose ``tidy()`` has
-one row per event time (DESIGN.md, Results), with :meth:`EventStudyResult.pretrend_test` and
-:meth:`EventStudyResult.plot`.
+Users call :func:`fit_event_study` (long race layout) or :func:`fit_event_study_panel` (any unit ×
+period panel, standard DiD argument names, optional covariates); both return a frozen
+:class:`EventStudyResult` whose ``tidy()`` has one row per event time (DESIGN.md, Results), with
+:meth:`EventStudyResult.pretrend_test`, :meth:`EventStudyResult.plot` and
+:meth:`EventStudyResult.with_inference`. Both run one estimation path; the race layout is the
+binomial model with successes = focal stops and trials = focal + reference stops.
 
 Model
 -----
@@ -64,10 +67,11 @@ imported by :mod:`stopdisparity.policy` (``first_treated``).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -82,11 +86,13 @@ from stopdisparity.models._fe import (
     PERIOD,
     UNIT,
     ClusterSummary,
+    Inference,
     Missing,
     SmallSample,
     VcovType,
 )
-from stopdisparity.models.did import WEIGHTS, Weights
+from stopdisparity.models._panel import FIRST_TREATED, covariate_columns, prepare_panel
+from stopdisparity.models.did import WEIGHTS, Layout, Weights, _check_inference_covariates
 from stopdisparity.results import TidyRow, tidy_frame
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -99,7 +105,7 @@ ESTIMATORS: tuple[Estimator, ...] = ("logit", "linear")
 EVENT_UNITS: tuple[EventUnit, ...] = ("year", "quarter", "period")
 PERIOD_LENGTHS: tuple[PeriodLength, ...] = ("month", "quarter", "year")
 _EVER = "_stopdisparity_ever_treated"
-_FT = "_first_treated"
+_FT = FIRST_TREATED
 _AXIS = {
     "year": "years since adoption",
     "quarter": "quarters since adoption",
@@ -133,12 +139,19 @@ class EventStudyResult(_fe.ClusteredResult):
         (null for never-treated units).
     sup_t_draws, seed
         Draws and seed of the sup-t simulation.
+    inference
+        Bootstrap or randomization inference attached with :meth:`with_inference` (None: analytical).
+    layout
+        ``race`` (:func:`fit_event_study`) or ``panel`` (:func:`fit_event_study_panel`).
+    covariates, covariate_estimates, covariate_influence
+        The covariates' column names, coefficients and per-cluster influence (G × k); their tidy rows
+        follow the event times'. ``estimates``, ``vcov_cr0`` and the bands cover event times only.
     """
 
     estimator: Estimator
     estimand: str
-    race_pair: tuple[str, str]
-    columns: Mapping[str, str | None]
+    race_pair: tuple[str, str] | None
+    columns: Mapping[str, Any]
     event_unit: EventUnit
     months_per_period: int | None
     window: tuple[int, int]
@@ -169,6 +182,11 @@ class EventStudyResult(_fe.ClusteredResult):
     seed: int
     sample: pl.DataFrame
     lineage: Mapping[str, Any]
+    inference: Inference | None = None
+    layout: Layout = "race"
+    covariates: tuple[str, ...] = ()
+    covariate_estimates: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    covariate_influence: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
 
     # ----------------------------------------------------------------------------------- covariance
     @property
@@ -199,19 +217,22 @@ class EventStudyResult(_fe.ClusteredResult):
 
     # --------------------------------------------------------------------------------------- tables
     def tidy(self, alpha: float = 0.05) -> pl.DataFrame:
-        """One row per event time of the window, ``term`` = ``event:<e>``, in the DESIGN.md contract.
+        """One row per event time of the window, ``term`` = ``event:<e>``, then one per covariate.
 
-        Extra keys: ``event_time``, ``binned`` (an end-point bin), ``reference`` (the omitted event
-        time: estimate 0, null SE), ``n_treated_units``, ``n_treated_stops`` (focal + reference stops
-        of treated units in the bin), ``band_low``, ``band_high`` (sup-t simultaneous band at level
-        1 - alpha). An event time without cells has null estimate.
+        DESIGN.md contract. Extra keys: ``event_time``, ``binned`` (an end-point bin), ``reference``
+        (the omitted event time: estimate 0, null SE), ``n_treated_units``, ``n_treated_stops``
+        (focal + reference stops, or trials or weights for generic panels, of treated units in the
+        bin), ``band_low``, ``band_high`` (sup-t simultaneous band at level 1 - alpha, analytical). An
+        event time without cells has null estimate. Terms listed in an attached :class:`Inference`
+        take its p-value, interval and label; ``std_error`` stays analytical. Covariate rows carry
+        their coefficient, the estimand "covariate coefficient (not a causal effect)" and null extras.
         """
         crit = self.sup_t_critical(alpha)
         index = {e: i for i, e in enumerate(self.estimated)}
         se_all = self.std_errors
-        label = f"{self.vcov_type} by {self.columns['cluster']} ({self.clusters.g} clusters)"
         rows = []
         for e in self.event_times:
+            term = f"event:{e}"
             extra: dict[str, Any] = {
                 "event_time": e,
                 "binned": e in self.binned,
@@ -227,9 +248,10 @@ class EventStudyResult(_fe.ClusteredResult):
                 est = 0.0 if e == self.reference else math.nan
                 se = stat = p = lo = hi = math.nan
                 extra |= {"band_low": math.nan, "band_high": math.nan}
+            p, lo, hi, label = self._attached(term, p, lo, hi)
             rows.append(
                 TidyRow(
-                    f"event:{e}",
+                    term,
                     est if math.isfinite(est) else None,
                     se,
                     stat,
@@ -244,7 +266,70 @@ class EventStudyResult(_fe.ClusteredResult):
                     extra,
                 )
             )
+        factor = self.small_sample.factor if self.vcov_type == "CR1" else 1.0
+        for j, name in enumerate(self.covariates):
+            est = float(self.covariate_estimates[j])
+            se = math.sqrt(float(np.sum(self.covariate_influence[:, j] ** 2)) * factor)
+            stat, p, lo, hi = _fe.inference_stats(est, se, alpha, self._df)
+            p, lo, hi, label = self._attached(name, p, lo, hi)
+            rows.append(
+                TidyRow(
+                    name,
+                    est,
+                    se,
+                    stat,
+                    p,
+                    lo,
+                    hi,
+                    self.nobs,
+                    self.clusters.g,
+                    f"event-study-{self.estimator}",
+                    "covariate coefficient (not a causal effect)",
+                    label,
+                )
+            )
         return tidy_frame(rows)
+
+    def _attached(self, term: str, p: float, lo: float, hi: float) -> tuple[float, float, float, str]:
+        """p-value, interval and label of ``term``: from the attached inference when it lists the term."""
+        if self.inference is not None and term in self.inference.p_value:
+            lo, hi = self.inference.ci.get(term, (math.nan, math.nan))
+            return self.inference.p_value[term], lo, hi, self.inference.label
+        return p, lo, hi, f"{self.vcov_type} by {self.columns['cluster']} ({self.clusters.g} clusters)"
+
+    def with_inference(self, inference: Inference) -> EventStudyResult:
+        """A copy whose ``tidy()`` takes p-values, intervals and label from ``inference``.
+
+        Mirrors :meth:`stopdisparity.models.did.DidResult.with_inference`: the terms ``inference``
+        lists (``event:<e>``, or covariate names) get its p-value, interval (NaN when it gives none)
+        and label in ``tidy()``; the other terms keep their analytical inference; ``std_error``,
+        ``estimates``, the covariance and the sup-t bands are unchanged (DESIGN.md, Results).
+
+        Parameters
+        ----------
+        inference
+            The p-values (and intervals) per term and the label.
+
+        Returns
+        -------
+        EventStudyResult
+            A frozen copy; this result is not modified.
+
+        Raises
+        ------
+        SpecificationError
+            When ``inference`` names a term the table does not have, or the result has covariates
+            that ``inference.covariates`` does not list.
+        """
+        terms = {f"event:{e}" for e in self.estimated} | set(self.covariates)
+        unknown = sorted(set(inference.p_value) - terms)
+        if unknown:
+            raise SpecificationError(
+                f"inference names term(s) {unknown} that have no estimate; estimated terms: "
+                f"{[f'event:{e}' for e in self.estimated] + list(self.covariates)}"
+            )
+        _check_inference_covariates(self.covariates, inference)
+        return dataclasses.replace(self, inference=inference)
 
     # ----------------------------------------------------------------------------------- pre-trends
     @property
@@ -379,11 +464,13 @@ class EventStudyResult(_fe.ClusteredResult):
         ticks = list(self.event_times)
         names = [(f"≤{e}" if e == lo else f"≥{e}") if e in self.binned else str(e) for e in ticks]
         ax.set_xticks(ticks, names)
-        focal, reference = self.race_pair
-        if self.estimator == "logit":
-            ylab = f"log odds, {focal} vs {reference} stops"
+        if self.race_pair is None:
+            outcome = str(self.columns["outcome"])
+            ylab = f"log odds of {outcome}" if self.estimator == "logit" else outcome
+        elif self.estimator == "logit":
+            ylab = f"log odds, {self.race_pair[0]} vs {self.race_pair[1]} stops"
         else:
-            ylab = f"{focal} share of {focal}+{reference} stops"
+            ylab = f"{self.race_pair[0]} share of {self.race_pair[0]}+{self.race_pair[1]} stops"
         ax.set_ylabel(f"{ylab} (relative to {self.reference})")
         ax.set_xlabel(_AXIS[self.event_unit])
         ax.legend(fontsize="small", frameon=False)
@@ -531,16 +618,10 @@ def fit_event_study(
     ['event:-4', 'event:-3', 'event:-2']
     """
     check_choice("estimator", estimator, ESTIMATORS)
-    check_choice("event_unit", event_unit, EVENT_UNITS)
     check_choice("weights", weights, WEIGHTS)
-    check_choice("vcov", vcov, _fe.VCOV_TYPES)
-    if not isinstance(bin_endpoints, bool):
-        raise SpecificationError(f"bin_endpoints must be True or False; got {bin_endpoints!r}")
-    if not isinstance(sup_t_draws, int) or sup_t_draws < 100:
-        raise SpecificationError(f"sup_t_draws must be an integer >= 100; got {sup_t_draws!r}")
     if estimator == "logit" and weights != "stops":
         raise SpecificationError(f"weights applies to estimator='linear' only; got weights={weights!r}")
-    (lo, hi), anticipation, ref = _check_window(window, anticipation)
+    options = _check_options(event_unit, vcov, bin_endpoints, sup_t_draws, window, anticipation, seed)
     if not isinstance(data, pl.DataFrame):
         raise SpecificationError(f"data must be a polars DataFrame; got {type(data).__name__}")
     for role, name in (("first_treated", first_treated), ("unit", unit), ("period", period)):
@@ -580,14 +661,126 @@ def fit_event_study(
     focal, reference = cells.race_pair
     ft = work.select(pl.col(unit).alias(UNIT), pl.col(first_treated).fill_null(0).alias(_FT)).unique(UNIT)
     pairs = _fe.pair_cells(cells).join(ft, on=UNIT, how="left")
+    scale = "log odds" if estimator == "logit" else "share"
+    return _fit_event_cells(
+        pairs,
+        estimator=estimator,
+        weights=weights,
+        multi_group=cells.multi_group,
+        columns={**cells.columns, "first_treated": first_treated},
+        k_months=k_months,
+        outcome_text=f"the {scale} that a {focal}-or-{reference} stop is {focal}",
+        scale=scale,
+        separation_text=f"no {focal} or no {reference} stops",
+        layout="race",
+        race_pair=(focal, reference),
+        n_input_rows=cells.n_input_rows,
+        lineage={
+            "function": "stopdisparity.models.event_study.fit_event_study",
+            "input_columns": list(data.columns),
+            "columns": {**cells.columns, "first_treated": first_treated, "treatment": None},
+            "options": {
+                "estimator": estimator,
+                "race_pair": [focal, reference],
+                "event_unit": event_unit,
+                "months_per_period": k_months,
+                "window": list(options.window),
+                "bin_endpoints": bin_endpoints,
+                "anticipation": anticipation,
+                "reference": options.reference,
+                "weights": weights if estimator == "linear" else None,
+                "missing": missing,
+                "vcov": vcov,
+                "sup_t_draws": sup_t_draws,
+                "seed": seed,
+                "group_effects": cells.multi_group,
+            },
+        },
+        options=options,
+        stacklevel=4,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Options:
+    """Validated options shared by :func:`fit_event_study` and :func:`fit_event_study_panel`."""
+
+    event_unit: EventUnit
+    vcov: VcovType
+    bin_endpoints: bool
+    sup_t_draws: int
+    seed: int
+    window: tuple[int, int]
+    anticipation: int
+    reference: int
+
+
+def _check_options(
+    event_unit: object,
+    vcov: object,
+    bin_endpoints: object,
+    sup_t_draws: object,
+    window: object,
+    anticipation: object,
+    seed: int = 0,
+) -> _Options:
+    check_choice("event_unit", event_unit, EVENT_UNITS)
+    check_choice("vcov", vcov, _fe.VCOV_TYPES)
+    if not isinstance(bin_endpoints, bool):
+        raise SpecificationError(f"bin_endpoints must be True or False; got {bin_endpoints!r}")
+    if not isinstance(sup_t_draws, int) or sup_t_draws < 100:
+        raise SpecificationError(f"sup_t_draws must be an integer >= 100; got {sup_t_draws!r}")
+    (lo, hi), ant, ref = _check_window(window, anticipation)
+    return _Options(
+        event_unit,  # type: ignore[arg-type]
+        vcov,  # type: ignore[arg-type]
+        bin_endpoints,
+        sup_t_draws,
+        seed,
+        (lo, hi),
+        ant,
+        ref,
+    )
+
+
+def _fit_event_cells(
+    pairs: pl.DataFrame,
+    *,
+    estimator: Estimator,
+    weights: Weights,
+    multi_group: bool,
+    columns: Mapping[str, Any],
+    k_months: int | None,
+    outcome_text: str,
+    scale: str,
+    separation_text: str,
+    layout: Layout,
+    race_pair: tuple[str, str] | None,
+    n_input_rows: int,
+    lineage: Mapping[str, Any],
+    options: _Options,
+    stacklevel: int,
+) -> EventStudyResult:
+    """The one estimation path of both event-study entry points, from cells to a result.
+
+    ``pairs`` holds one row per unit × period: unit, period, group, cluster, focal, reference, n,
+    ``_first_treated`` and the covariates ``_x0``, ... named in ``columns["covariates"]``.
+    """
+    lo, hi = options.window
+    ref = options.reference
+    event_unit = options.event_unit
+    sup_t_draws, seed, vcov = options.sup_t_draws, options.seed, options.vcov
+    unit, period, group, cluster = (columns[k] for k in ("unit", "period", "group", "cluster"))
     empty = pairs.filter(pl.col("n") <= 0).height
     pairs = pairs.filter(pl.col("n") > 0)
 
     rel = (pairs.get_column(PERIOD).cast(pl.Int64) - pairs.get_column(_FT).cast(pl.Int64)).to_numpy()
     ever = pairs.get_column(_FT).to_numpy() != 0
     e_time = _event.event_time(rel, months_per_period=k_months or 1, event_unit=event_unit)
-    e_bin = np.clip(e_time, lo, hi) if bin_endpoints else e_time
-    inside = ~ever | ((e_time >= lo) & (e_time <= hi)) if not bin_endpoints else np.ones(len(rel), bool)
+    e_bin = np.clip(e_time, lo, hi) if options.bin_endpoints else e_time
+    inside = (
+        ~ever | ((e_time >= lo) & (e_time <= hi)) if not options.bin_endpoints else np.ones(len(rel), bool)
+    )
     pairs = pairs.with_columns(
         pl.Series("event_time", np.where(ever, e_time, 0)),
         pl.Series("event_bin", np.where(ever, e_bin, 0)),
@@ -596,7 +789,7 @@ def fit_event_study(
         pl.when(pl.col(_FT) != 0).then(pl.col("event_bin")).alias("event_bin"),
     )
     n_outside = int((~inside).sum())
-    pairs = pairs.filter(pl.Series(inside)).with_columns(_fe.gp_expr(cells.multi_group))
+    pairs = pairs.filter(pl.Series(inside)).with_columns(_fe.gp_expr(multi_group))
 
     separated: list[Any] = []
     n_sep = 0
@@ -607,18 +800,18 @@ def fit_event_study(
         n_sep = before - pairs.height
         if n_sep:
             warnings.warn(
-                f"{len(separated)} {unit} value(s) with no {focal} or no {reference} stops are perfectly "
+                f"{len(separated)} {unit} value(s) with {separation_text} are perfectly "
                 f"separated in the logit and were dropped ({n_sep} cells): "
                 f"{[str(u) for u in separated][:20]}",
                 SparseCellWarning,
-                stacklevel=2,
+                stacklevel=stacklevel - 1,
             )
     if pairs.height == 0:
         raise SpecificationError("no cells left to fit after dropping empty and separated cells")
     pairs = pairs.drop(_fe.GP)
 
     event_times = tuple(range(lo, hi + 1))
-    binned = (lo, hi) if bin_endpoints else ()
+    binned = (lo, hi) if options.bin_endpoints else ()
     treated_rows = pairs.filter(pl.col("event_bin").is_not_null())
     counts = treated_rows.group_by("event_bin").agg(
         pl.col(UNIT).n_unique().alias("units"), pl.col("n").sum().alias("stops")
@@ -628,28 +821,34 @@ def fit_event_study(
     estimated = tuple(e for e in event_times if e != ref and n_units.get(e, 0) > 0)
     missing_e = [e for e in event_times if e != ref and e not in estimated]
     if not estimated:
-        raise SpecificationError(f"no treated cells in the window {window!r}: nothing to estimate")
+        raise SpecificationError(f"no treated cells in the window {options.window!r}: nothing to estimate")
     if missing_e:
         warnings.warn(
             f"event time(s) {missing_e} have no treated cells in the sample and get no coefficient",
             SparseCellWarning,
-            stacklevel=2,
+            stacklevel=stacklevel - 1,
         )
     if ref not in n_units:
         warnings.warn(
             f"the reference event time {ref} has no treated cells: the coefficients are identified only "
             "against the never-treated and other event times",
             SparseCellWarning,
-            stacklevel=2,
+            stacklevel=stacklevel - 1,
         )
 
+    covariates = tuple(columns.get("covariates") or ())
+    xcols = covariate_columns(columns)
     eb = pairs.get_column("event_bin").fill_null(ref - 10**6).to_numpy()
-    X = np.column_stack([(eb == e).astype(float) for e in estimated])
+    X = np.column_stack(
+        [*[(eb == e).astype(float) for e in estimated], *[pairs.get_column(c).to_numpy() for c in xcols]]
+    )
+    x_names = (*[f"event:{e}" for e in estimated], *covariates) if covariates else None
+    m = len(estimated)
     unit_s = pairs.get_column(UNIT)
     unit_codes = _fe.codes_of(unit_s)
     gp_codes = (
         _fe.codes_of(pairs.get_column(GROUP), pairs.get_column(PERIOD))
-        if cells.multi_group
+        if multi_group
         else _fe.codes_of(pairs.get_column(PERIOD))
     )
     cl_s = pairs.get_column(CLUSTER).cast(pl.String)
@@ -662,7 +861,7 @@ def fit_event_study(
     n = pairs.get_column("n").to_numpy()
     y = pairs.get_column("focal").to_numpy() / n
     if estimator == "logit":
-        fit = _fe.fit_glm(y, X, projector, family="binomial", prior=n)
+        fit = _fe.fit_glm(y, X, projector, family="binomial", prior=n, names=x_names)
         n_ssc, n_label = round(float(n.sum())), "stops (Bernoulli trials)"
     else:
         if weights == "stops":
@@ -671,14 +870,15 @@ def fit_event_study(
             w = n / np.bincount(unit_codes, weights=n)[unit_codes]
         else:
             w = np.ones_like(n)
-        fit = _fe.fit_glm(y, X, projector, family="gaussian", prior=w)
+        fit = _fe.fit_glm(y, X, projector, family="gaussian", prior=w, names=x_names)
         n_ssc, n_label = pairs.height, "cells"
-    influence = _fe.cluster_influence(fit, cluster_codes, g)
-    gp_name = f"{group}×{period}" if cells.multi_group else str(period)
-    fe_names = (unit, gp_name)
+    influence_all = _fe.cluster_influence(fit, cluster_codes, g)
+    influence = influence_all[:, :m]
+    gp_name = f"{group}×{period}" if multi_group else str(period)
+    fe_names = (str(unit), gp_name)
     small = SmallSample(
         n=n_ssc,
-        n_coef=len(estimated),
+        n_coef=X.shape[1],
         fe_names=fe_names,
         fe_levels=projector.levels,
         fe_nested=tuple(_fe.nested_in(c, cluster_codes) for c in (unit_codes, gp_codes)),
@@ -687,41 +887,26 @@ def fit_event_study(
     )
     post = pairs.get_column("event_bin").fill_null(-1).to_numpy() >= 0
     clusters = _fe.summarize_clusters(str(cluster), cluster_labels, cluster_codes, post.astype(float), n)
-    _fe.warn_few_clusters(clusters, stacklevel=3)
+    _fe.warn_few_clusters(clusters, stacklevel=stacklevel)
 
     unit_word = {"year": "year", "quarter": "quarter", "period": "period"}[event_unit]
-    scale = "log odds" if estimator == "logit" else "share"
+    adjusted = f", adjusting for {list(covariates)}" if covariates else ""
     estimand = (
-        f"TWFE event-study coefficient: effect on the {scale} that a {focal}-or-{reference} stop is "
-        f"{focal}, {unit_word}s since adoption relative to event time {ref}, never-treated units as "
-        f"controls; unbiased under parallel trends on the {scale} scale and effects that vary by event "
-        "time only (may be contaminated by other event times when effects differ across cohorts; Sun & "
-        "Abraham 2021)"
+        f"TWFE event-study coefficient: effect on {outcome_text}, "
+        f"{unit_word}s since adoption relative to event time {ref}, never-treated units as "
+        f"controls{adjusted}; unbiased under parallel trends on the {scale} scale and effects that vary by "
+        "event time only (may be contaminated by other event times when effects differ across cohorts; "
+        "Sun & Abraham 2021)"
     )
     sample = pairs.rename({_FT: "first_treated"}).with_columns(
         pl.Series("weight", fit.weights), pl.Series("fitted", fit.mu), pl.Series("eta", fit.eta)
     )
-    lineage = {
-        "function": "stopdisparity.models.event_study.fit_event_study",
-        "input_columns": list(data.columns),
-        "input_rows": cells.n_input_rows,
-        "columns": {**cells.columns, "first_treated": first_treated, "treatment": None},
-        "options": {
-            "estimator": estimator,
-            "race_pair": [focal, reference],
-            "event_unit": event_unit,
-            "months_per_period": k_months,
-            "window": [lo, hi],
-            "bin_endpoints": bin_endpoints,
-            "anticipation": anticipation,
-            "reference": ref,
-            "weights": weights if estimator == "linear" else None,
-            "missing": missing,
-            "vcov": vcov,
-            "sup_t_draws": sup_t_draws,
-            "seed": seed,
-            "group_effects": cells.multi_group,
-        },
+    full_lineage = {
+        "function": lineage["function"],
+        "input_columns": lineage["input_columns"],
+        "input_rows": n_input_rows,
+        "columns": lineage["columns"],
+        "options": lineage["options"],
         "fixed_effects": list(fe_names),
         "engine": "IRLS with exact fixed-effect projection (stopdisparity.models._fe); statsmodels families",
         "versions": _fe.package_versions(),
@@ -729,17 +914,17 @@ def fit_event_study(
     return EventStudyResult(
         estimator=estimator,
         estimand=estimand,
-        race_pair=(focal, reference),
-        columns={**cells.columns, "first_treated": first_treated},
+        race_pair=race_pair,
+        columns=dict(columns),
         event_unit=event_unit,
         months_per_period=k_months,
         window=(lo, hi),
-        anticipation=anticipation,
+        anticipation=options.anticipation,
         reference=ref,
         binned=binned,
         event_times=event_times,
         estimated=estimated,
-        estimates=np.asarray(fit.beta, dtype=float),
+        estimates=np.asarray(fit.beta[:m], dtype=float),
         vcov_cr0=influence.T @ influence,
         vcov_type=vcov,
         small_sample=small,
@@ -760,5 +945,159 @@ def fit_event_study(
         sup_t_draws=sup_t_draws,
         seed=seed,
         sample=sample,
-        lineage=lineage,
+        lineage=full_lineage,
+        layout=layout,
+        covariates=covariates,
+        covariate_estimates=np.asarray(fit.beta[m:], dtype=float),
+        covariate_influence=influence_all[:, m:],
+    )
+
+
+def fit_event_study_panel(
+    data: pl.DataFrame,
+    *,
+    yname: str,
+    idname: str,
+    tname: str,
+    gname: str,
+    trials: str | None = None,
+    weights: str | None = None,
+    xnames: Sequence[str] = (),
+    estimator: Estimator | None = None,
+    cluster: str | None = None,
+    group: str | None = None,
+    event_unit: EventUnit = "period",
+    period_length: PeriodLength | None = None,
+    window: tuple[int, int] = (-4, 5),
+    bin_endpoints: bool = True,
+    anticipation: int = 0,
+    missing: Missing = "raise",
+    vcov: VcovType = "CR1",
+    sup_t_draws: int = 10_000,
+    seed: int = 0,
+) -> EventStudyResult:
+    """Event study on any unit × period panel, around each unit's ``gname``.
+
+    The generic form of :func:`fit_event_study`, with the arguments of
+    :func:`~stopdisparity.models.did.fit_did_panel`; both run the same estimation code (the race
+    layout is the logit with successes = focal stops and trials = focal + reference stops).
+
+    Parameters
+    ----------
+    data
+        One row per ``idname`` × ``tname``. Column names may be any string.
+    yname, idname, tname, gname, trials, weights, xnames, cluster, group, missing, vcov
+        As :func:`~stopdisparity.models.did.fit_did_panel` (``gname`` 0 or null = never treated).
+    estimator
+        ``logit`` (needs ``trials``) or ``linear``; default: the logit when ``trials`` is given.
+    event_unit
+        ``period`` (default: event time in panel periods, ``tname - gname``), or ``year`` /
+        ``quarter`` with ``period_length``.
+    period_length
+        ``month``, ``quarter`` or ``year`` per panel period (needed unless ``event_unit="period"``).
+    window, bin_endpoints, anticipation, sup_t_draws, seed
+        As :func:`fit_event_study`.
+
+    Returns
+    -------
+    EventStudyResult
+        ``layout="panel"``; ``tidy()`` has the event-time rows, then the covariates.
+
+    Raises
+    ------
+    SpecificationError
+        As :func:`~stopdisparity.models.did.fit_did_panel`, and for a bad window, anticipation or
+        event unit, or no treated cells in the window.
+
+    Warns
+    -----
+    FewClustersWarning, SparseCellWarning, DroppedRowsWarning
+        As :func:`fit_event_study`.
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> from stopdisparity.models.event_study import fit_event_study_panel
+    >>> panel = pl.DataFrame({
+    ...     "id": [u for u in range(10) for _ in range(8)],
+    ...     "t": [t for _ in range(10) for t in range(8)],
+    ...     "g": [3 + u % 3 if u < 6 else 0 for u in range(10) for _ in range(8)],
+    ...     "y": [0.1 * u + 0.05 * t + 0.01 * ((u * t) % 5) for u in range(10) for t in range(8)],
+    ... })
+    >>> res = fit_event_study_panel(panel, yname="y", idname="id", tname="t", gname="g",
+    ...                             window=(-3, 3))
+    >>> res.tidy().get_column("term").to_list()[:3]
+    ['event:-3', 'event:-2', 'event:-1']
+    """
+    if estimator is None:
+        estimator = "logit" if trials is not None else "linear"
+    check_choice("estimator", estimator, ESTIMATORS)
+    options = _check_options(event_unit, vcov, bin_endpoints, sup_t_draws, window, anticipation, seed)
+    k_months = None
+    if period_length is not None:
+        check_choice("period_length", period_length, PERIOD_LENGTHS)
+        k_months = _event.MONTHS[period_length]
+    if event_unit != "period" and k_months is None:
+        raise SpecificationError(
+            f"event_unit={event_unit!r} needs period_length (one of {list(PERIOD_LENGTHS)}); or use "
+            "event_unit='period'"
+        )
+    prepared = prepare_panel(
+        data,
+        yname=yname,
+        idname=idname,
+        tname=tname,
+        gname=gname,
+        trials=trials,
+        weights=weights,
+        xnames=xnames,
+        cluster=cluster,
+        group=group,
+        missing=missing,
+        binomial=estimator == "logit",
+        reserved_terms=tuple(f"event:{e}" for e in range(options.window[0], options.window[1] + 1)),
+        stacklevel=3,
+    )
+    if estimator == "logit":
+        outcome_text, scale = f"the log odds of {yname!r} successes out of {trials!r} trials", "log odds"
+    elif trials is not None:
+        outcome_text, scale = f"the share {yname!r}/{trials!r}", "level"
+    else:
+        outcome_text, scale = repr(yname), "level"
+    cols = prepared.columns
+    return _fit_event_cells(
+        prepared.frame,
+        estimator=estimator,
+        weights="stops",
+        multi_group=prepared.multi_group,
+        columns=cols,
+        k_months=k_months,
+        outcome_text=outcome_text,
+        scale=scale,
+        separation_text=f"no successes or no failures of {yname!r}",
+        layout="panel",
+        race_pair=None,
+        n_input_rows=prepared.n_input_rows,
+        lineage={
+            "function": "stopdisparity.models.event_study.fit_event_study_panel",
+            "input_columns": list(data.columns),
+            "columns": dict(cols),
+            "options": {
+                "estimator": estimator,
+                "event_unit": event_unit,
+                "months_per_period": k_months,
+                "window": list(options.window),
+                "bin_endpoints": bin_endpoints,
+                "anticipation": anticipation,
+                "reference": options.reference,
+                "missing": missing,
+                "vcov": vcov,
+                "sup_t_draws": sup_t_draws,
+                "seed": seed,
+                "group_effects": prepared.multi_group,
+                "treatment": "absorbing: tname >= gname (gname 0 or null = never treated)",
+            },
+        },
+        options=options,
+        stacklevel=4,
     )
