@@ -11,7 +11,9 @@ import polars as pl
 import pytest
 
 from stopdisparity.models.falsification import (
+    OutcomeCounts,
     falsification_table,
+    outcome_counts,
     outcome_panel,
     placebo_dates_panel,
     recording_panel,
@@ -84,6 +86,11 @@ def test_transforms() -> None:
     )
     out = outcome_panel(by_arrest, outcome="arrest_made", focal="hispanic").sort("race")
     assert out.select("race", "stops").rows() == [("no_outcome", 30), ("outcome", 3)]
+    assert outcome_counts(by_arrest, outcome="arrest_made", focal="hispanic") == OutcomeCounts(
+        "arrest_made", "hispanic", 3, 30, 0
+    )
+    unknown = outcome_counts(by_arrest, outcome="arrest_made", focal="unknown")  # 2 stops with NA arrest
+    assert unknown == OutcomeCounts("arrest_made", "unknown", 20, 0, 2) and unknown.n_stops == 22
     with pytest.raises(Exception, match="by=\\('search_conducted',\\)"):
         outcome_panel(long, outcome="search_conducted", focal="hispanic")
 
@@ -101,6 +108,12 @@ def test_outcome_rows_are_within_race_and_labelled_descriptive(constant: pl.Data
     table = falsification_table(constant, placebo_shifts=(), outcome_panels={"arrest_made": panel})
     row = table.filter(pl.col("check") == "outcome:arrest_made").row(0, named=True)
     assert "conditions on being stopped" in row["estimand"]
+    hispanic = constant.filter(pl.col("race") == "hispanic")["stops"].sum()
+    assert (row["outcome_with"], row["outcome_missing"]) == (
+        int(drawn[constant["race"] == "hispanic"].sum()),
+        0,
+    )
+    assert row["outcome_with"] + row["outcome_without"] == hispanic
     assert abs(row["estimate"]) < 3.5 * row["std_error"]
     assert table["check"].to_list() == [
         "headline",

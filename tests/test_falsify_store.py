@@ -23,7 +23,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from stopdisparity.errors import SpecificationError, StopDisparityWarning
+from stopdisparity.errors import SparseCellWarning, SpecificationError, StopDisparityWarning
 from stopdisparity.ingest import ingest
 from stopdisparity.models.did import fit_did
 from stopdisparity.models.falsification import (
@@ -326,3 +326,8 @@ def test_a_category_that_matches_nothing_says_so(store: Store) -> None:
     ):
         warnings.simplefilter("ignore", StopDisparityWarning)
         falsify(store, SPEC, outcomes=(), placebo_shifts=(), reason_categories={"typo": ["Equipmnt"]})
+
+
+def test_warnings_name_the_check_they_are_about(store: Store) -> None:
+    with pytest.warns(SparseCellWarning, match=r"^outcome:arrest_made: .* perfectly separated"):
+        falsify(store, SPEC, outcomes=("arrest_made",), placebo_shifts=())

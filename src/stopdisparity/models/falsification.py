@@ -50,6 +50,7 @@ outcome after the 2012 Alamance findings).
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -297,24 +298,35 @@ def fit_checks(
                 "column or the category's values against the store's"
             )
 
-    def fit(frame: pl.DataFrame, pair: tuple[str, str]) -> DidResult:
-        return fit_did(frame, race_pair=pair, **options)
+    def fit(
+        check: str,
+        frame: pl.DataFrame,
+        pair: tuple[str, str],
+        note: str | None = None,
+        counts: OutcomeCounts | None = None,
+    ) -> Check:
+        # the fit's warnings (sparse cells, few treated clusters) say which check they are about
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = fit_did(frame, race_pair=pair, **options)
+        for w in caught:
+            warnings.warn(f"{check}: {w.message}", w.category, stacklevel=3)
+        return Check(check, result, note, counts)
 
     checks = [
-        Check("headline", fit(data, race_pair)),
-        Check("placebo_race_pair", fit(data, placebo_pair)),
-        Check("recording_placebo", fit(recording_panel(data), (_UNKNOWN, _KNOWN)),
-              "share of stops with unknown race"),
-    ]  # fmt: skip
+        fit("headline", data, race_pair),
+        fit("placebo_race_pair", data, placebo_pair),
+        fit(
+            "recording_placebo", recording_panel(data), (_UNKNOWN, _KNOWN), "share of stops with unknown race"
+        ),
+    ]
     for shift in placebo_shifts:
         note = f"pre-period data, adoption moved {shift} periods earlier"
-        checks.append(
-            Check(f"placebo_dates:{shift}", fit(placebo_dates_panel(data, shift=shift), race_pair), note)
-        )
+        checks.append(fit(f"placebo_dates:{shift}", placebo_dates_panel(data, shift=shift), race_pair, note))
     for out, counts in zip(outcomes, counted, strict=True):
         frame = outcome_panel(out.frame, outcome=out.column, focal=focal)
         note = f"share of {focal} stops with {out.description}; {_CONDITIONING}"
-        checks.append(Check(f"outcome:{out.label}", fit(frame, (_YES, _NO)), note, counts))
+        checks.append(fit(f"outcome:{out.label}", frame, (_YES, _NO), note, counts))
     return tuple(checks)
 
 
