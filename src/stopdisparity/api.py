@@ -16,8 +16,8 @@ from stopdisparity.panel import Panel, PanelSpec, build_panel
 
 if TYPE_CHECKING:  # loaded lazily at run time, see _LAZY
     from stopdisparity.models.counts import fit_counts
-    from stopdisparity.models.did import fit_did
-    from stopdisparity.models.event_study import fit_event_study
+    from stopdisparity.models.did import fit_did, fit_did_panel
+    from stopdisparity.models.event_study import fit_event_study, fit_event_study_panel
     from stopdisparity.models.falsification import falsification_table
 from stopdisparity.policy import TreatmentSpec, load_registry, treatment_timing
 from stopdisparity.sql import query_frame
@@ -72,6 +72,8 @@ _LAZY = {
     "fit_counts": "stopdisparity.models.counts",
     "falsification_table": "stopdisparity.models.falsification",
     "fit_event_study": "stopdisparity.models.event_study",
+    "fit_did_panel": "stopdisparity.models.did",
+    "fit_event_study_panel": "stopdisparity.models.event_study",
 }
 
 
@@ -95,7 +97,9 @@ __all__ = [
     "falsification_table",
     "fit_counts",
     "fit_did",
+    "fit_did_panel",
     "fit_event_study",
+    "fit_event_study_panel",
     "ingest",
     "load_quarantine",
     "load_registry",

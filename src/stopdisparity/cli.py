@@ -343,7 +343,11 @@ def did(
     store: Annotated[Path | None, typer.Option("--store", help="Store directory (builds the panel).")] = None,
     panel_file: Annotated[
         Path | None,
-        typer.Option("--panel", help="A panel file (.parquet/.csv) in the `stopdisparity panel` layout."),
+        typer.Option(
+            "--panel",
+            help="A panel file (.parquet/.csv): the `stopdisparity panel` layout, or any unit x period "
+            "panel with --outcome.",
+        ),
     ] = None,
     state: Annotated[list[str] | None, typer.Option("--state", help="States to keep; repeatable.")] = None,
     agency: Annotated[list[str] | None, typer.Option("--agency", help="Stopping agency; repeatable.")] = None,
@@ -352,12 +356,56 @@ def did(
         str, typer.Option(help="With --store: month, quarter or year. With --panel: the period column.")
     ] = "",
     unit: Annotated[str, typer.Option(help="With --panel: the unit column.")] = "county_fips",
-    treatment: Annotated[str, typer.Option(help="With --panel: the 0/1 policy column.")] = "in_force",
-    estimator: Annotated[str, typer.Option(help=" | ".join(DID_ESTIMATORS))] = "twfe-logit",
+    treatment: Annotated[
+        str | None, typer.Option(help="Race layout: the 0/1 policy column (default in_force).")
+    ] = None,
+    outcome: Annotated[
+        str | None,
+        typer.Option(
+            "--outcome",
+            help="Generic panel (one row per unit x period): the outcome column; successes with --trials.",
+        ),
+    ] = None,
+    trials: Annotated[
+        str | None, typer.Option("--trials", help="Generic panel: binomial trials column (twfe-logit).")
+    ] = None,
+    first_treated: Annotated[
+        str | None,
+        typer.Option(
+            "--first-treated",
+            help="Generic panel: first treated period column (0 or empty = never; absorbing).",
+        ),
+    ] = None,
+    covariates: Annotated[
+        list[str] | None,
+        typer.Option("--covariates", help="Generic panel: covariate columns, comma-separated or repeated."),
+    ] = None,
+    group: Annotated[
+        str | None,
+        typer.Option(
+            "--group", help="Column with its own period effects (group x period); race layout: state."
+        ),
+    ] = None,
+    estimator: Annotated[
+        str | None,
+        typer.Option(
+            help=" | ".join(DID_ESTIMATORS) + " (default: twfe-logit, or twfe-linear without --trials)"
+        ),
+    ] = None,
     race_pair: Annotated[str, typer.Option(help="focal,reference races.")] = "hispanic,white",
     inference: Annotated[str, typer.Option(help=" | ".join(DID_INFERENCE))] = "cluster",
-    cluster: Annotated[str, typer.Option(help="Column to cluster by.")] = "county_fips",
-    weights: Annotated[str, typer.Option(help="twfe-linear: stops, county or unit-equal.")] = "stops",
+    cluster: Annotated[
+        str | None,
+        typer.Option(help="Column to cluster by (default: county_fips; generic panel: the unit)."),
+    ] = None,
+    weights: Annotated[
+        str | None,
+        typer.Option(
+            help="Race layout, twfe-linear: stops, county or unit-equal. Generic panel: an analytic "
+            "weights column (twfe-linear)."
+        ),
+    ] = None,
+    missing: Annotated[str, typer.Option(help="raise or drop rows with missing values.")] = "raise",
     draws: Annotated[int, typer.Option(help="Bootstrap draws or permutations.")] = 999,
     seed: Annotated[int, typer.Option(help="Seed for bootstrap and permutation draws.")] = 20240601,
     as_json: Annotated[
@@ -365,44 +413,93 @@ def did(
     ] = False,
     memory_limit: Annotated[str, typer.Option(help="DuckDB memory limit.")] = "2GB",
 ) -> None:
-    """Difference-in-differences of stops by race around a policy (headline: TWFE logit, CR1 by county)."""
+    """Difference-in-differences around a policy (headline: TWFE logit of stops by race, CR1 by county).
+
+    Two panel forms. The race layout (`stopdisparity panel`, or --store): one row per county x period x
+    race; the estimate is about the focal race's share of the pair's stops. A generic panel (--panel
+    FILE --outcome COL): one row per --unit x --period, treatment absorbing from --first-treated
+    (period >= first treated; 0 or empty = never treated); with --trials the outcome counts successes
+    (twfe-logit), without it the outcome is continuous (twfe-linear, optional --weights COL).
+    """
     from stopdisparity.errors import check_choice
 
     try:
-        check_choice("--estimator", estimator, DID_ESTIMATORS)
+        if estimator is not None:
+            check_choice("--estimator", estimator, DID_ESTIMATORS)
         check_choice("--inference", inference, DID_INFERENCE)
-        pair = tuple(r.strip() for r in race_pair.split(","))
-        if len(pair) != 2 or not all(pair):
-            raise StopDisparityError(f"--race-pair must be two races separated by a comma; got {race_pair!r}")
+        check_choice("--missing", missing, ("raise", "drop"))
         if (store is None) == (panel_file is None):
             raise StopDisparityError("give exactly one of --store DIR or --panel FILE")
-        if store is not None:
-            from stopdisparity.panel import PanelSpec, build_panel
-
-            spec = PanelSpec(
-                states=tuple(state or ()),
-                agencies=tuple(agency or ()),
-                period=(period or "month"),  # type: ignore[arg-type]
-            )
-            frame = build_panel(store, spec, policy=policy, memory_limit=memory_limit).frame
-            period_col = "period"
-        else:
-            assert panel_file is not None
+        if outcome is not None:
+            if panel_file is None:
+                raise StopDisparityError("--outcome (a generic panel) needs --panel FILE, not --store")
             frame = _read_panel_file(panel_file)
-            period_col = period or "period"
-        tidy = _fit_did_tidy(
-            frame,
-            estimator=estimator,
-            race_pair=pair,  # type: ignore[arg-type]
-            unit=unit,
-            period=period_col,
-            treatment=treatment,
-            cluster=cluster,
-            weights=weights,
-            inference=inference,
-            draws=draws,
-            seed=seed,
-        )
+            tidy, title = _fit_generic_tidy(
+                frame,
+                outcome=outcome,
+                unit=unit,
+                period=period or "period",
+                first_treated=first_treated,
+                trials=trials,
+                weights=weights,
+                covariates=_covariate_names(covariates, frame.columns),
+                treatment=treatment,
+                race_pair=race_pair,
+                estimator=estimator,
+                cluster=cluster,
+                group=group,
+                missing=missing,
+                inference=inference,
+                draws=draws,
+                seed=seed,
+            )
+        else:
+            generic_only = {"--trials": trials, "--covariates": covariates}
+            if estimator != "event-study":
+                generic_only["--first-treated"] = first_treated
+            given = [flag for flag, value in generic_only.items() if value]
+            if given:
+                raise StopDisparityError(
+                    f"{', '.join(given)} need(s) --outcome COL (a generic unit x period panel); the race "
+                    "layout takes stops by race"
+                )
+            pair = tuple(r.strip() for r in race_pair.split(","))
+            if len(pair) != 2 or not all(pair):
+                raise StopDisparityError(
+                    f"--race-pair must be two races separated by a comma; got {race_pair!r}"
+                )
+            if store is not None:
+                from stopdisparity.panel import PanelSpec, build_panel
+
+                spec = PanelSpec(
+                    states=tuple(state or ()),
+                    agencies=tuple(agency or ()),
+                    period=(period or "month"),  # type: ignore[arg-type]
+                )
+                frame = build_panel(store, spec, policy=policy, memory_limit=memory_limit).frame
+                period_col = "period"
+            else:
+                assert panel_file is not None
+                frame = _read_panel_file(panel_file)
+                period_col = period or "period"
+            est = estimator or "twfe-logit"
+            tidy = _fit_did_tidy(
+                frame,
+                estimator=est,
+                race_pair=pair,  # type: ignore[arg-type]
+                unit=unit,
+                period=period_col,
+                treatment=treatment or "in_force",
+                cluster=cluster or "county_fips",
+                weights=weights or "stops",
+                inference=inference,
+                draws=draws,
+                seed=seed,
+                group=group,
+                missing=missing,
+                first_treated=first_treated,
+            )
+            title = f"{est}: {pair[0]} vs {pair[1]}"
     except (StopDisparityError, ValueError) as e:
         raise _fail(e) from e
     if as_json:
@@ -410,7 +507,7 @@ def did(
     else:
         cols = [c for c in ("term", "estimate", "std_error", "p_value", "ci_low", "ci_high", "odds_ratio",
                             "pp_change", "n_clusters", "inference") if c in tidy.columns]  # fmt: skip
-        _print_frame(tidy.select(cols), f"{estimator}: {pair[0]} vs {pair[1]}")
+        _print_frame(tidy.select(cols), title)
         err.print(f"estimand: {tidy['estimand'][0]}", highlight=False)
 
 
@@ -422,6 +519,94 @@ def _read_panel_file(path: Path) -> pl.DataFrame:
     if path.suffix.lower() == ".csv":
         return pl.read_csv(path, infer_schema_length=None)
     raise StopDisparityError(f"{path}: a panel file must end in .parquet or .csv")
+
+
+def _covariate_names(values: list[str] | None, columns: list[str]) -> tuple[str, ...]:
+    """Covariate names from repeated and comma-separated --covariates values.
+
+    A value that is a column of the panel is taken whole (a name may contain commas); any other value
+    is split on commas.
+    """
+    out: list[str] = []
+    for value in values or ():
+        if value in columns:
+            out.append(value)
+        else:
+            out.extend(part.strip() for part in value.split(",") if part.strip())
+    return tuple(out)
+
+
+def _apply_inference(result: Any, inference: str, draws: int, seed: int, **extra: Any) -> Any:
+    """The requested inference (``cluster``: the analytical one, unchanged)."""
+    if inference == "cluster":
+        return result
+    from stopdisparity.models import inference as inference_mod
+
+    options: dict[str, Any] = {} if inference == "cr3" else {"draws": draws, "seed": seed, **extra}
+    return inference_mod.apply_inference(result, inference, **options)  # type: ignore[arg-type]
+
+
+def _fit_generic_tidy(
+    frame: pl.DataFrame,
+    *,
+    outcome: str,
+    unit: str,
+    period: str,
+    first_treated: str | None,
+    trials: str | None,
+    weights: str | None,
+    covariates: tuple[str, ...],
+    treatment: str | None,
+    race_pair: str,
+    estimator: str | None,
+    cluster: str | None,
+    group: str | None,
+    missing: str,
+    inference: str,
+    draws: int,
+    seed: int,
+) -> tuple[pl.DataFrame, str]:
+    """Fit a generic unit x period panel (``--outcome``); return the tidy rows and a title."""
+    if first_treated is None:
+        raise StopDisparityError(
+            "--outcome (a generic panel) needs --first-treated COL: the period each unit's treatment "
+            "starts (0 or empty = never treated)"
+        )
+    if treatment is not None:
+        raise StopDisparityError(
+            f"--treatment applies to the race layout; a generic panel's treatment is absorbing from "
+            f"--first-treated ({first_treated!r}: in force when {period} >= {first_treated}); got "
+            f"--treatment {treatment!r}"
+        )
+    if race_pair != "hispanic,white":
+        raise StopDisparityError("--race-pair applies to the race layout, not to a generic panel (--outcome)")
+    if estimator == "twfe-poisson":
+        raise StopDisparityError(
+            "--estimator twfe-poisson applies to the race layout; a generic panel takes twfe-logit "
+            "(with --trials), twfe-linear or event-study"
+        )
+    if covariates and inference != "cluster":
+        raise StopDisparityError(
+            f"--inference {inference} does not partial out covariates yet ({list(covariates)}); use the "
+            "default cluster-robust inference with --covariates, or drop --covariates"
+        )
+    common: dict[str, Any] = {
+        "yname": outcome, "idname": unit, "tname": period, "gname": first_treated, "trials": trials,
+        "weights": weights, "xnames": covariates, "cluster": cluster, "group": group, "missing": missing,
+    }  # fmt: skip
+    if estimator == "event-study":
+        from stopdisparity.models.event_study import fit_event_study_panel
+
+        result: Any = fit_event_study_panel(frame, **common)
+        label = f"event-study-{result.estimator}"
+    else:
+        from stopdisparity.models.did import fit_did_panel
+
+        result = fit_did_panel(frame, estimator=estimator, **common)  # type: ignore[arg-type]
+        label = result.estimator
+    extra = {"within": group} if inference == "ri" else {}
+    result = _apply_inference(result, inference, draws, seed, **extra)
+    return result.tidy(), f"{label}: {outcome}"
 
 
 def _fit_did_tidy(
@@ -437,15 +622,23 @@ def _fit_did_tidy(
     inference: str,
     draws: int,
     seed: int,
+    group: str | None = None,
+    missing: str = "raise",
+    first_treated: str | None = None,
 ) -> pl.DataFrame:
-    """Fit the requested estimator and apply the requested inference; return the tidy rows."""
+    """Fit the requested estimator on a race-layout panel, apply the requested inference; tidy rows."""
     common: dict[str, Any] = {
         "race_pair": race_pair, "unit": unit, "period": period, "treatment": treatment, "cluster": cluster,
+        "missing": missing,
     }  # fmt: skip
+    if group is not None:
+        common["group"] = group
     if estimator == "event-study":
         from stopdisparity.models import event_study
 
         common.pop("treatment")
+        if first_treated is not None:
+            common["first_treated"] = first_treated
         result: Any = event_study.fit_event_study(frame, **common)
     elif estimator == "twfe-poisson":
         from stopdisparity.models.counts import fit_counts
@@ -456,12 +649,7 @@ def _fit_did_tidy(
 
         extra = {"weights": weights} if estimator == "twfe-linear" else {}
         result = fit_did(frame, estimator=estimator, **common, **extra)  # type: ignore[arg-type]
-    if inference != "cluster":
-        from stopdisparity.models import inference as inference_mod
-
-        options: dict[str, Any] = {} if inference == "cr3" else {"draws": draws, "seed": seed}
-        result = inference_mod.apply_inference(result, inference, **options)  # type: ignore[arg-type]
-    return result.tidy()
+    return _apply_inference(result, inference, draws, seed).tidy()
 
 
 policy_app = typer.Typer(
