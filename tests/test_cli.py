@@ -182,3 +182,123 @@ def test_ingest_path_does_not_import_the_modelling_stack() -> None:
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert lazy.stdout.strip() == "stopdisparity.models.did"
+
+
+# ------------------------------------------------------------------------ did on a generic panel
+def _generic_csv(path: Path) -> Path:
+    """A unit × period CSV with awkward column names; 'first.treat' empty for some never-treated."""
+    import numpy as np
+    import polars as pl
+
+    rng = np.random.default_rng(3)
+    rows = []
+    for u in range(24):
+        g = (0, 2003, 2005, 2007)[u % 4]
+        a = rng.normal()
+        for t in range(2000, 2010):
+            d = bool(g and t >= g)
+            x = rng.normal()
+            n = int(rng.poisson(40))
+            rows.append({
+                "county id": f"c{u:02d}", "año": t, "first.treat": (g or None) if u % 8 else 0,
+                "log emp": a + 0.02 * (t - 2000) + 0.4 * d + 0.3 * x + rng.normal(0, 0.2), "x.1": x,
+                "n tot": n, "hits": int(rng.binomial(n, 0.3 + 0.1 * d)),
+            })  # fmt: skip
+    pl.DataFrame(rows).write_csv(path)
+    return path
+
+
+GENERIC = ["did", "--unit", "county id", "--period", "año", "--first-treated", "first.treat"]
+
+
+def _invoke(*args: str):
+    from typer.testing import CliRunner
+
+    from stopdisparity.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+def test_did_generic_panel_json(tmp_path: Path) -> None:
+    import polars as pl
+
+    from stopdisparity.models.did import fit_did_panel
+
+    csv = _generic_csv(tmp_path / "panel.csv")
+    res = _invoke(*GENERIC, "--panel", str(csv), "--outcome", "log emp", "--covariates", "x.1", "--json")
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.stdout)  # stdout is exactly one JSON document
+    assert [r["term"] for r in rows] == ["in_force", "x.1"]
+    assert rows[0]["estimator"] == "twfe-linear" and rows[0]["n_clusters"] == 24
+    assert "pp_change" not in rows[0]
+    api = fit_did_panel(
+        pl.read_csv(csv), yname="log emp", idname="county id", tname="año", gname="first.treat",
+        xnames=("x.1",),
+    )  # fmt: skip
+    assert rows[0]["estimate"] == pytest.approx(api.estimate, rel=1e-12)
+    assert rows[0]["std_error"] == pytest.approx(api.std_error, rel=1e-12)
+
+    logit = _invoke(*GENERIC, "--panel", str(csv), "--outcome", "hits", "--trials", "n tot", "--json")
+    assert logit.exit_code == 0, logit.output
+    (row,) = json.loads(logit.stdout)
+    assert row["estimator"] == "twfe-logit" and {"odds_ratio", "pp_change", "n_trials"} <= set(row)
+    events = _invoke(
+        *GENERIC, "--panel", str(csv), "--outcome", "hits", "--trials", "n tot", "--estimator",
+        "event-study", "--json",
+    )  # fmt: skip
+    assert events.exit_code == 0, events.output
+    assert [r["term"] for r in json.loads(events.stdout)] == [f"event:{e}" for e in range(-4, 6)]
+    ri = _invoke(
+        *GENERIC, "--panel", str(csv), "--outcome", "hits", "--trials", "n tot", "--inference", "ri",
+        "--draws", "19", "--json",
+    )  # fmt: skip
+    assert ri.exit_code == 0, ri.output
+    assert json.loads(ri.stdout)[0]["inference"].startswith("randomization inference")
+    text = _invoke(*GENERIC, "--panel", str(csv), "--outcome", "log emp", "--covariates", "x.1")
+    assert text.exit_code == 0 and "twfe-linear: log emp" in text.stdout and "x.1" in text.stdout
+
+
+@pytest.mark.parametrize(
+    ("edit", "args", "needle"),
+    [
+        (None, ("--outcome", "log emp", "--covariates", "x.2"), "'x.2' (xnames[0]) is not in the data"),
+        (None, ("--outcome", "log.emp"), "column 'log.emp' (yname) is not in the data"),
+        ("first.treat=2003.5", ("--outcome", "log emp"), "'first.treat' must hold integer periods"),
+        ("first.treat=1990", ("--outcome", "log emp"), "got 1990 for county id="),
+        (None, ("--outcome", "hits", "--estimator", "twfe-logit"), "needs trials"),
+        (None, ("--outcome", "n tot", "--trials", "hits"), "0 <= n tot <= hits; got"),
+        (None, ("--outcome", "log emp", "--treatment", "d"), "--treatment applies to the race layout"),
+        (None, ("--outcome", "log emp", "--covariates", "x.1", "--inference", "wild"), "covariates"),
+    ],
+    ids=["missing-covariate", "missing-outcome", "fractional-first-treated", "first-treated-range",
+         "logit-without-trials", "outcome-over-trials", "treatment-option", "inference-covariates"],
+)  # fmt: skip
+def test_did_generic_panel_errors(
+    tmp_path: Path, edit: str | None, args: tuple[str, ...], needle: str
+) -> None:
+    import polars as pl
+
+    csv = _generic_csv(tmp_path / "panel.csv")
+    if edit:
+        col, _, value = edit.partition("=")
+        frame = pl.read_csv(csv)
+        frame = frame.with_columns(
+            pl.when(pl.col(col).fill_null(0) > 0).then(float(value)).otherwise(pl.col(col)).alias(col)
+        )
+        frame.write_csv(csv)
+    res = _invoke(*GENERIC, "--panel", str(csv), *args, "--json")
+    assert res.exit_code == 2
+    assert res.stdout == ""
+    assert needle in res.stderr, res.stderr
+
+
+def test_did_generic_panel_needs_first_treated_and_a_panel(tmp_path: Path) -> None:
+    csv = _generic_csv(tmp_path / "panel.csv")
+    res = _invoke(
+        "did", "--panel", str(csv), "--outcome", "log emp", "--unit", "county id", "--period", "año"
+    )
+    assert res.exit_code == 2 and "--first-treated" in res.stderr
+    res = _invoke("did", "--store", str(tmp_path), "--outcome", "log emp")
+    assert res.exit_code == 2 and "needs --panel FILE" in res.stderr
+    res = _invoke("did", "--panel", str(csv), "--trials", "n tot")
+    assert res.exit_code == 2 and "--trials need(s) --outcome" in res.stderr
