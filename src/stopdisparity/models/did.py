@@ -1,4 +1,4 @@
-r"""Two-way fixed-effects difference-in-differences on the race composition of stops.
+r"""Two-way fixed-effects difference-in-differences on the race composition of stops, or on any panel.
 
 Users call :func:`fit_did` (long race layout) or :func:`fit_did_panel` (any unit × period panel),
 both re-exported by :mod:`stopdisparity.api`; each returns a frozen :class:`DidResult` with a
@@ -304,24 +304,28 @@ def _treated_resid(fit: _fe.GlmFit) -> np.ndarray:
 
 @dataclass(frozen=True, eq=False)
 class DidResult(_fe.ClusteredResult):
-    """A fitted two-way fixed-effects DiD on the race composition of stops (from :func:`fit_did`).
+    """A fitted two-way fixed-effects DiD (from :func:`fit_did` or :func:`fit_did_panel`).
 
     Attributes
     ----------
     estimator, term, estimand
-        ``twfe-logit`` or ``twfe-linear``; the coefficient's name (the treatment column); what it
-        estimates and under which parallel-trends assumption.
+        ``twfe-logit`` or ``twfe-linear``; the coefficient's name (the treatment column; ``in_force``
+        for generic panels, where it is derived from ``gname``); what it estimates and under which
+        parallel-trends assumption.
+    race_pair
+        (focal, reference) for the race layout; None for generic panels.
     estimate
-        The log-odds (logit) or share (linear) coefficient on the treatment.
+        The log-odds (logit) or share / outcome-level (linear) coefficient on the treatment.
     variance_cr0
         CR0 variance of ``estimate``; CR1 multiplies it by ``small_sample.factor``.
     vcov_type
         ``CR1`` (default) or ``CR0``: the one ``std_error`` and ``tidy()`` use.
     pp_change, pp_variance_cr0
-        The stop-weighted percentage-point effect (logit; 100 × the coefficient for the linear model)
-        and its CR0 delta-method variance.
+        The stop- (trial-) weighted percentage-point effect (logit; 100 × the coefficient for the
+        linear model, meaningful when the outcome is a share) and its CR0 delta-method variance.
     nobs, n_stops
-        Cells and stops in the estimation sample.
+        Cells and stops (generic panels: trials, or the linear model's summed weights) in the
+        estimation sample.
     clusters
         G, G₁ and the largest treated cluster's share of treated stops.
     cluster_labels, influence, pp_influence
