@@ -10,8 +10,10 @@ Carlo checks size under the null with few treated clusters.
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -240,9 +242,8 @@ def brute_score(result: DidResult, v: np.ndarray, beta0: float) -> tuple[float, 
 
 @pytest.mark.parametrize(("weights", "beta0"), [("webb", 0.0), ("rademacher", 0.1)])
 def test_score_equals_brute_force(logit: DidResult, weights: str, beta0: float) -> None:
-    des = inf._design(logit)
-    v, _ = inf._weights(weights, des.g, 99, 3)
-    boot = inf.ScoreBootstrap(des, v, False, logit.sample.get_column("eta").to_numpy())
+    boot = inf.score_bootstrap_setup(logit, draws=99, weights=weights, seed=3)  # type: ignore[arg-type]
+    v = boot.v
     s = boot.cluster_scores(beta0)
     t, t_star = brute_score(logit, v, beta0)
     assert s.sum() / math.sqrt(np.sum(s**2)) == pytest.approx(t, rel=RTOL_GLM)
@@ -253,9 +254,7 @@ def test_score_bootstrap_result_and_inversion(logit: DidResult) -> None:
     out = inf.score_bootstrap(logit, weights="webb", draws=199, seed=7)
     row = out.tidy().row(0, named=True)
     assert "score bootstrap" in row["inference"] and "199 draws" in row["inference"]
-    des = inf._design(logit)
-    v, _ = inf._weights("webb", des.g, 199, 7)
-    boot = inf.ScoreBootstrap(des, v, False, logit.sample.get_column("eta").to_numpy())
+    boot = inf.score_bootstrap_setup(logit, weights="webb", draws=199, seed=7)
     assert row["p_value"] == boot.p_value(0.0)
     lo, hi = row["ci_low"], row["ci_high"]
     eps = 0.01 * logit.std_error  # the bisection tolerance is 1e-3 SE
@@ -362,8 +361,8 @@ def test_ri_logit_sharp_null_offset_equals_statsmodels(logit: DidResult) -> None
     beta0 = 0.2
     des = inf._design(logit)
     asg = inf.adoption_assignments(logit)
-    eta_null = logit.sample.get_column("eta").to_numpy() - logit.estimate * des.d
-    fast = inf._logit_t_star(des, asg, beta0, eta_null)
+    t_star = inf._ri_t_star(*inf._model(logit), asg)
+    fast = t_star(0, beta0)
     s = logit.sample
     n = s.get_column("n").to_numpy()
     y = s.get_column("focal").to_numpy() / n
@@ -383,7 +382,7 @@ def test_ri_logit_sharp_null_offset_equals_statsmodels(logit: DidResult) -> None
 
     def p_at(b: float) -> float:
         t = (logit.estimate - b) / logit.std_error
-        return float(np.mean(exceed(inf._logit_t_star(des, asg, b, eta_null), t)))
+        return float(np.mean(exceed(t_star(0, b), t)))
 
     eps = 0.02 * logit.std_error
     assert p_at(hi - eps) > 0.05 >= p_at(hi + eps)
@@ -510,3 +509,32 @@ def test_size_under_null_few_treated_200() -> None:
     rates = rejection_rates(reps=200, draws=199)
     assert rates["wild"] <= 0.10 and rates["RI"] <= 0.10, rates
     assert rates["CR1"] > max(rates["wild"], rates["RI"]), rates
+
+
+# ------------------------------------------------------------------------------------- CLI
+@pytest.mark.filterwarnings("ignore::stopdisparity.errors.FewClustersWarning")
+@pytest.mark.parametrize("method", ["cr3", "score", "ri"])
+def test_cli_did_poisson_inference(tmp_path: Path, method: str) -> None:
+    """`did --estimator twfe-poisson --inference cr3|score|ri` gives every count row that inference."""
+    from typer.testing import CliRunner
+
+    from stopdisparity.cli import app
+    from stopdisparity.models.counts import fit_counts
+
+    frame = make_panel()
+    path = tmp_path / "panel.parquet"
+    frame.write_parquet(path)
+    args = ["did", "--panel", str(path), "--estimator", "twfe-poisson", "--inference", method]
+    out = CliRunner().invoke(app, [*args, "--draws", "49", "--seed", "3", "--json"])
+    assert out.exit_code == 0, out.output
+    rows = json.loads(out.stdout)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        counts = fit_counts(frame)
+    options = {} if method == "cr3" else {"draws": 49, "seed": 3}
+    expected = inf.apply_inference(counts, method, **options).tidy()  # type: ignore[arg-type]
+    assert [r["term"] for r in rows] == ["in_force:hispanic", "in_force:white", "difference"]
+    for got, want in zip(rows, expected.iter_rows(named=True), strict=True):
+        for key in ("estimate", "std_error", "p_value", "ci_low", "ci_high"):
+            assert got[key] == pytest.approx(want[key], rel=1e-12), key
+        assert got["inference"] == want["inference"] != counts.inference_label

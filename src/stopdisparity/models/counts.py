@@ -451,43 +451,48 @@ class CountsResult(_fe.ClusteredResult):
     @cached_property
     def _loo(self) -> list[tuple[Any, _CountsCore]]:
         treated = self.sample.filter(pl.col(TREATED) > 0).get_column(UNIT).unique().sort().to_list()
-        out = []
-        for u in treated:
-            keep = self.sample.filter(pl.col(UNIT) != u)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                if self.form == "two-race":
-                    pairs = _pairs_from_long(keep)
-                    pairs, _ = _fe.drop_separated(
-                        pairs.with_columns(_fe.gp_expr(self.multi_group)),
-                        [UNIT, _fe.GP],
-                        ["focal", "reference"],
-                    )
-                    core = _estimate_two_race(
-                        pairs.drop(_fe.GP),
-                        multi_group=self.multi_group,
-                        names=self.columns,
-                        cluster_labels=self.cluster_labels,
-                    )
-                else:
-                    parts = []
-                    for r in self.race_pair:
-                        rows, _ = _fe.drop_separated(keep.filter(pl.col(RACE) == r), [UNIT, _fe.GP], [STOPS])
-                        parts.append(rows)
-                    core = _estimate_race_specific(
-                        (parts[0], parts[1]),
-                        terms=(self.terms[0], self.terms[1]),
-                        multi_group=self.multi_group,
-                        use_offset=self.exposure != "none",
-                        names=self.columns,
-                        cluster_labels=self.cluster_labels,
-                        eta_start=(
-                            parts[0].get_column("eta").to_numpy(),
-                            parts[1].get_column("eta").to_numpy(),
-                        ),
-                    )
-            out.append((u, core))
-        return out
+        return [(u, refit_counts(self, self.sample.filter(pl.col(UNIT) != u))) for u in treated]
+
+
+def refit_counts(result: CountsResult, rows: pl.DataFrame) -> _CountsCore:
+    """Refit ``result``'s model on a subset of its estimation rows (internal: leave-one-out, CR3).
+
+    The separation drops of :func:`fit_counts` are repeated on the subset; the cluster coding (and so
+    the influence's rows) stays that of ``result``.
+
+    Raises
+    ------
+    SpecificationError
+        When the subset leaves a treatment coefficient unidentified.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if result.form == "two-race":
+            pairs = _pairs_from_long(rows)
+            pairs, _ = _fe.drop_separated(
+                pairs.with_columns(_fe.gp_expr(result.multi_group)),
+                [UNIT, _fe.GP],
+                ["focal", "reference"],
+            )
+            return _estimate_two_race(
+                pairs.drop(_fe.GP),
+                multi_group=result.multi_group,
+                names=result.columns,
+                cluster_labels=result.cluster_labels,
+            )
+        parts = []
+        for r in result.race_pair:
+            kept, _ = _fe.drop_separated(rows.filter(pl.col(RACE) == r), [UNIT, _fe.GP], [STOPS])
+            parts.append(kept)
+        return _estimate_race_specific(
+            (parts[0], parts[1]),
+            terms=(result.terms[0], result.terms[1]),
+            multi_group=result.multi_group,
+            use_offset=result.exposure != "none",
+            names=result.columns,
+            cluster_labels=result.cluster_labels,
+            eta_start=(parts[0].get_column("eta").to_numpy(), parts[1].get_column("eta").to_numpy()),
+        )
 
 
 def _pairs_from_long(long: pl.DataFrame) -> pl.DataFrame:

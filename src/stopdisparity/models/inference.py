@@ -96,7 +96,8 @@ import scipy.sparse as sp
 
 from stopdisparity.errors import SpecificationError, check_choice
 from stopdisparity.models import _fe
-from stopdisparity.models._fe import CLUSTER, GROUP, PERIOD, TREATED, UNIT, Inference
+from stopdisparity.models._fe import CLUSTER, GROUP, PERIOD, POPULATION, RACE, STOPS, TREATED, UNIT, Inference
+from stopdisparity.models.counts import CountsResult, refit_counts
 from stopdisparity.models.did import DidResult, _estimate
 
 Method = Literal["cluster", "cr3", "wild", "score", "ri"]
@@ -108,31 +109,69 @@ EXACT_LIMIT = 100_000
 #: Enumerate all Rademacher sign vectors when G is at most this.
 ENUMERATE_MAX_G = 12
 _TIE = 1e-8
-#: Chord and preconditioned iterations of the logit RI refits: step limit and tolerance.
+#: Chord and preconditioned iterations of the GLM RI refits: step limit and tolerance.
 _CHORD_MAX = 200
 _CHORD_TOL = 1e-12
 _WEBB = np.array([-math.sqrt(1.5), -1.0, -math.sqrt(0.5), math.sqrt(0.5), 1.0, math.sqrt(1.5)])
+#: The results the methods accept.
+Result = DidResult | CountsResult
 
 
 # --------------------------------------------------------------------------------------- design
 @dataclass(frozen=True, eq=False)
 class _Design:
-    """The arrays of a fitted DiD, rebuilt from its estimation sample."""
+    """The arrays of one fitted model of a result: the DiD, or one Poisson fit of a count model.
 
-    result: DidResult
+    ``d`` is the observed regressor, ``mask`` what multiplies the unit's treatment to give it (1, or
+    the focal-race indicator of the two-race Poisson); ``rows`` the positions of these rows in the
+    result's ``sample``; ``eta`` the fitted linear predictor (offset included) and ``beta`` the
+    coefficient on ``d``; ``factor`` the CR1 factor of this fit (1 under CR0).
+    """
+
+    family: str
     y: np.ndarray
     prior: np.ndarray
+    offset: np.ndarray
     d: np.ndarray
+    mask: np.ndarray
+    fe_codes: tuple[np.ndarray, ...]
     projector: _fe.WithinProjector
     cluster_codes: np.ndarray
     g: int
     factor: float
+    eta: np.ndarray
+    beta: float
+    rows: np.ndarray
 
     @property
     def indicator(self) -> sp.csr_matrix:
         """G × n cluster indicator (for cluster sums of many columns at once)."""
         n = self.y.shape[0]
         return sp.csr_matrix((np.ones(n), (self.cluster_codes, np.arange(n))), shape=(self.g, n))
+
+
+@dataclass(frozen=True, slots=True)
+class _Term:
+    """One reported coefficient as a contrast of the designs' coefficients.
+
+    ``weights`` over the result's designs; the estimate and analytical SE of ``tidy()``; its CR1
+    factor and number of clusters.
+    """
+
+    name: str
+    weights: tuple[float, ...]
+    estimate: float
+    std_error: float
+    factor: float
+    g: int
+
+
+def _check_result(result: object, method: str) -> None:
+    if not isinstance(result, DidResult | CountsResult):
+        raise SpecificationError(
+            f"{method} needs a DidResult (fit_did) or a CountsResult (fit_counts); "
+            f"got {type(result).__name__}"
+        )
 
 
 def _design(result: DidResult) -> _Design:
@@ -149,22 +188,102 @@ def _design(result: DidResult) -> _Design:
     )
     cluster_codes = _fe.codes_of(s.get_column(CLUSTER).cast(pl.String))
     n = s.get_column("n").to_numpy()
-    y = s.get_column("focal").to_numpy() / n
-    prior = n if result.estimator == "twfe-logit" else s.get_column("weight").to_numpy()
-    factor = result.small_sample.factor if result.vcov_type == "CR1" else 1.0
+    logit = result.estimator == "twfe-logit"
+    d = s.get_column(TREATED).to_numpy().astype(float)
     return _Design(
-        result,
-        y,
-        prior,
-        s.get_column(TREATED).to_numpy().astype(float),
-        _fe.WithinProjector([unit_codes, gp_codes]),
-        cluster_codes,
-        int(cluster_codes.max()) + 1,
-        factor,
+        family="binomial" if logit else "gaussian",
+        y=s.get_column("focal").to_numpy() / n,
+        prior=n.astype(float) if logit else s.get_column("weight").to_numpy(),
+        offset=np.zeros(s.height),
+        d=d,
+        mask=np.ones(s.height),
+        fe_codes=(unit_codes, gp_codes),
+        projector=_fe.WithinProjector([unit_codes, gp_codes]),
+        cluster_codes=cluster_codes,
+        g=int(cluster_codes.max()) + 1,
+        factor=result.small_sample.factor if result.vcov_type == "CR1" else 1.0,
+        eta=s.get_column("eta").to_numpy(),
+        beta=result.estimate,
+        rows=np.arange(s.height),
     )
 
 
-def _cluster_text(result: DidResult) -> str:
+def _count_designs(result: CountsResult) -> tuple[_Design, ...]:
+    """One design per Poisson fit: per race (race-specific form) or the two-race Poisson."""
+    s = result.sample.with_row_index("_row")
+    lookup = {c: i for i, c in enumerate(result.cluster_labels)}
+    two_race = result.form == "two-race"
+    parts = [s] if two_race else [s.filter(pl.col(RACE) == r) for r in result.race_pair]
+    out = []
+    for j, rows in enumerate(parts):
+        if result.form == "two-race":
+            fe = (
+                _fe.codes_of(rows.get_column(UNIT), rows.get_column(PERIOD)),
+                _fe.codes_of(rows.get_column(UNIT), rows.get_column("_focal")),
+                _fe.codes_of(rows.get_column(_fe.GP)),
+            )
+            mask = rows.get_column("_focal").to_numpy().astype(float)
+        else:
+            fe = (_fe.codes_of(rows.get_column(UNIT)), _fe.codes_of(rows.get_column(_fe.GP)))
+            mask = np.ones(rows.height)
+        codes = np.array(
+            [lookup[c] for c in rows.get_column(CLUSTER).cast(pl.String).to_list()], dtype=np.int64
+        )
+        offset = (
+            np.log(rows.get_column(POPULATION).to_numpy())
+            if result.exposure != "none"
+            else np.zeros(rows.height)
+        )
+        out.append(
+            _Design(
+                family="poisson",
+                y=rows.get_column(STOPS).to_numpy().astype(float),
+                prior=np.ones(rows.height),
+                offset=offset,
+                d=rows.get_column("regressor").to_numpy().astype(float),
+                mask=mask,
+                fe_codes=fe,
+                projector=_fe.WithinProjector(list(fe)),
+                cluster_codes=codes,
+                g=len(result.cluster_labels),
+                factor=result.small_samples[j].factor if result.vcov_type == "CR1" else 1.0,
+                eta=rows.get_column("eta").to_numpy(),
+                beta=float(result.estimates[j]),
+                rows=rows.get_column("_row").to_numpy(),
+            )
+        )
+    return tuple(out)
+
+
+def _model(result: Result) -> tuple[tuple[_Design, ...], tuple[_Term, ...]]:
+    """The designs of a result and its reported terms as contrasts of their coefficients.
+
+    A DiD has one design and one term. A race-specific count model has the focal and the reference
+    Poisson and three terms, (1, 0), (0, 1) and the difference (1, -1), whose influence is the
+    difference of the two fits' stacked cluster influences; the two-race form has one of each.
+    """
+    if isinstance(result, DidResult):
+        des = _design(result)
+        term = _Term(result.term, (1.0,), result.estimate, result.std_error, des.factor, result.clusters.g)
+        return (des,), (term,)
+    designs = _count_designs(result)
+    ses = result.std_errors
+    weights = [(1.0,)] if result.form == "two-race" else [(1.0, 0.0), (0.0, 1.0), (1.0, -1.0)]
+    terms = tuple(
+        _Term(
+            name,
+            w,
+            float(result.estimates[i]),
+            float(ses[i]),
+            result.small_samples[i].factor if result.vcov_type == "CR1" else 1.0,
+            result.n_clusters_by_term[i],
+        )
+        for i, (name, w) in enumerate(zip(result.terms, weights, strict=True))
+    )
+    return designs, terms
+
+
+def _cluster_text(result: Result) -> str:
     c = result.clusters
     return (
         f"by {result.columns['cluster']} (G={c.g}, G₁={c.g_treated}, largest treated share "
@@ -232,6 +351,56 @@ def _invert(
     return (ends[0], ends[1])
 
 
+def _invert_gap(
+    gap: Callable[[float], float],
+    estimate: float,
+    scale: float,
+    *,
+    tol: float,
+    start: tuple[float, float] | None = None,
+    max_expand: int = 30,
+) -> tuple[float, float]:
+    r"""The interval {β₀ : gap(β₀) ≥ 0} around ``estimate``, by bracketing and Brent's method.
+
+    ``gap`` must be continuous with gap ≥ 0 exactly where the test does not reject (see
+    :func:`_ri_gap`: the critical order statistic of :math:`|t^*|` minus :math:`|t|`). It is nearly
+    linear in β₀, so Brent's method (inverse quadratic and secant steps, bisection as a safeguard)
+    finds each end in a few evaluations where bisection on the p-value needs one per halving.
+    Each side starts at ``start`` (e.g. the analytical interval; ``estimate ± 2·scale`` when None)
+    and expands away from ``estimate`` until gap < 0 (NaN after ``max_expand`` doublings); each end
+    is located to within ``tol·scale/2`` (the returned point and the crossing are at most that far
+    apart). Returns (NaN, NaN) when ``estimate`` itself is rejected.
+    """
+    from scipy.optimize import brentq
+
+    memo: dict[float, float] = {}
+
+    def f(b: float) -> float:
+        if b not in memo:
+            memo[b] = min(max(gap(b), -1e300), 1e300)
+        return memo[b]
+
+    if f(estimate) < 0:
+        return (math.nan, math.nan)
+    firsts = start if start is not None else (estimate - 2.0 * scale, estimate + 2.0 * scale)
+    ends = []
+    for sign, first in zip((-1.0, 1.0), firsts, strict=True):
+        if not (math.isfinite(first) and sign * (first - estimate) > 0):
+            first = estimate + sign * 2.0 * scale
+        inner, outer, k = estimate, first, 0
+        while f(outer) >= 0:
+            inner, outer, k = outer, estimate + 2.0 * (outer - estimate), k + 1
+            if k > max_expand:
+                outer = math.nan
+                break
+        if math.isnan(outer):
+            ends.append(math.nan)
+            continue
+        lo, hi = sorted((inner, outer))
+        ends.append(float(brentq(f, lo, hi, xtol=0.5 * tol * scale)))
+    return (ends[0], ends[1])
+
+
 def _weights(kind: str, g: int, draws: int, seed: int | None) -> tuple[np.ndarray, bool]:
     """Cluster weight vectors (B × G) and whether they enumerate all Rademacher sign vectors."""
     check_choice("weights", kind, WILD_WEIGHTS)
@@ -252,70 +421,86 @@ def _weights_text(kind: str, v: np.ndarray, enumerated: bool) -> str:
 
 
 # -------------------------------------------------------------------------------------------- CR3
-def cr3(result: DidResult, *, alpha: float = 0.05) -> DidResult:
-    r"""CR3 (cluster jackknife) p-value and interval for the treatment coefficient.
+def cr3(result: Result, *, alpha: float = 0.05) -> Result:
+    r"""CR3 (cluster jackknife) p-values and intervals for the treatment coefficients.
 
-    Each cluster is left out in turn and the model refitted on the rest (for the logit, units and
-    group-periods left without focal or reference stops are dropped first, as in the full fit);
-    :math:`V_3 = \frac{G-1}{G}\sum_g(\hat\beta_{(g)}-\hat\beta)^2`; p and interval from t(G-1).
+    Each cluster is left out in turn and the model refitted on the rest (units and group-periods
+    left without focal or reference stops — logit — or without stops — Poisson — are dropped first,
+    as in the full fit); for each term :math:`V_3 = \frac{G-1}{G}\sum_g(\hat\beta_{(g)}-\hat\beta)^2`
+    with G the term's clusters (MacKinnon, Nielsen & Webb 2023); p and interval from t(G-1). For a
+    count model every row is covered: each race's coefficient and their difference (both races
+    refitted on the same leave-one-out sample).
 
     Parameters
     ----------
     result
-        A fitted :class:`~stopdisparity.models.did.DidResult`.
+        A fitted :class:`~stopdisparity.models.did.DidResult` or
+        :class:`~stopdisparity.models.counts.CountsResult`.
     alpha
         Level of the interval (1 - alpha coverage).
 
     Returns
     -------
-    DidResult
-        A copy with CR3 p-value, interval and label; ``std_error`` unchanged. The jackknife SE is in
-        the label.
+    DidResult or CountsResult
+        A copy with CR3 p-values, intervals and label; ``std_error`` unchanged. The jackknife SEs
+        are in the label.
 
     Raises
     ------
     SpecificationError
-        When a leave-one-out sample leaves the treatment unidentified (e.g. G₁ = 1).
+        When a leave-one-out sample leaves a treatment coefficient unidentified (e.g. G₁ = 1).
     """
     _check_alpha(alpha)
-    if not isinstance(result, DidResult):
-        raise SpecificationError(f"cr3 needs a DidResult (from fit_did); got {type(result).__name__}")
+    _check_result(result, "cr3")
+    _, terms = _model(result)
     betas = _jackknife(result)
-    g = betas.size
-    var3 = (g - 1) / g * float(np.sum((betas - result.estimate) ** 2))
-    se3 = math.sqrt(var3)
-    _, p, lo, hi = _fe.inference_stats(result.estimate, se3, alpha, g - 1)
-    label = f"CR3 jackknife {_cluster_text(result)}; SE {se3:.4g}; t({g - 1})"
-    return result.with_inference(Inference(label, {result.term: p}, {result.term: (lo, hi)}))
+    p_values, cis, ses = {}, {}, []
+    for i, term in enumerate(terms):
+        var3 = (term.g - 1) / term.g * float(np.sum((betas[:, i] - term.estimate) ** 2))
+        se3 = math.sqrt(var3)
+        _, p, lo, hi = _fe.inference_stats(term.estimate, se3, alpha, term.g - 1)
+        p_values[term.name], cis[term.name] = p, (lo, hi)
+        ses.append(f"{term.name} {se3:.4g}" if len(terms) > 1 else f"{se3:.4g}")
+    gs = sorted({t.g - 1 for t in terms})
+    label = f"CR3 jackknife {_cluster_text(result)}; SE {', '.join(ses)}; t({', '.join(map(str, gs))})"
+    return result.with_inference(Inference(label, p_values, cis))
 
 
-def _jackknife(result: DidResult) -> np.ndarray:
+def _jackknife(result: Result) -> np.ndarray:
+    """Leave-one-cluster-out estimates, G × terms."""
     s = result.sample
     labels = s.get_column(CLUSTER).cast(pl.String)
     out = []
     for lab in sorted(labels.unique().to_list()):
         keep = s.filter(labels != lab)
-        if result.estimator == "twfe-logit":
-            keep, _ = _fe.drop_separated(
-                keep.with_columns(_fe.gp_expr(result.multi_group)), [UNIT, _fe.GP], ["focal", "reference"]
-            )
-        pairs = keep.select(UNIT, PERIOD, GROUP, CLUSTER, TREATED, "focal", "reference", "n")
-        if pairs.height == 0 or pairs.get_column(TREATED).n_unique() < 2:
+        try:
+            if isinstance(result, CountsResult):
+                out.append(refit_counts(result, keep).estimates)
+                continue
+            if result.estimator == "twfe-logit":
+                keep, _ = _fe.drop_separated(
+                    keep.with_columns(_fe.gp_expr(result.multi_group)), [UNIT, _fe.GP], ["focal", "reference"]
+                )
+            pairs = keep.select(UNIT, PERIOD, GROUP, CLUSTER, TREATED, "focal", "reference", "n")
+            if pairs.height == 0 or pairs.get_column(TREATED).n_unique() < 2:
+                raise SpecificationError("no treatment variation")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                core = _estimate(
+                    pairs,
+                    estimator=result.estimator,
+                    weights=result.weights or "stops",
+                    multi_group=result.multi_group,
+                    names=result.columns,
+                    eta_start=keep.get_column("eta").to_numpy(),
+                )
+            out.append(np.array([core.estimate]))
+        except SpecificationError as e:
             raise SpecificationError(
-                f"leaving out cluster {lab!r} leaves no treatment variation; CR3 needs G₁ ≥ 2"
-            )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            core = _estimate(
-                pairs,
-                estimator=result.estimator,
-                weights=result.weights or "stops",
-                multi_group=result.multi_group,
-                names=result.columns,
-                eta_start=keep.get_column("eta").to_numpy(),
-            )
-        out.append(core.estimate)
-    return np.asarray(out)
+                f"leaving out cluster {lab!r} leaves a treatment coefficient unidentified ({e}); CR3 needs "
+                "G₁ ≥ 2"
+            ) from e
+    return np.vstack(out)
 
 
 # ------------------------------------------------------------------------------- wild bootstrap
@@ -415,7 +600,7 @@ def wild_bootstrap_setup(
         got = getattr(result, "estimator", type(result).__name__)
         raise SpecificationError(
             f"the wild cluster bootstrap applies to twfe-linear results; got {got!r} (use method='score' "
-            "for the logit)"
+            "for the GLMs: twfe-logit, twfe-poisson)"
         )
     des = _design(result)
     proj = des.projector.solver(des.prior)
@@ -487,33 +672,133 @@ def wild_cluster_bootstrap(
 
 # ------------------------------------------------------------------------------ score bootstrap
 @dataclass(frozen=True, eq=False)
-class ScoreBootstrap:
-    """Kline-Santos score bootstrap of a ``twfe-logit`` result; ``p_value(beta0)`` refits the null."""
+class _NullModel:
+    r"""One term's designs stacked, for fits with the term's null :math:`c'\theta = \beta_0` imposed.
 
-    design: _Design
-    v: np.ndarray
-    enumerated: bool
-    eta_start: np.ndarray
+    The coefficients θ of the designs in the term's support (weights c ≠ 0) are reparametrised as
+    :math:`\theta = a\phi + B\nu` with :math:`a = c/c'c` and B an orthonormal basis of the
+    complement of c, so that :math:`\phi = c'\theta` is the tested quantity and ν the free
+    coefficients under the null. The stacked model has the designs' rows, each design's fixed effects
+    (race-interacted for a count model), the regressor :math:`Xa` (``tested``) and the columns
+    :math:`XB` (``nuisance``; none for a single design). For a race-specific count model's difference
+    (c = (1, -1)) the null model is the stacked Poisson with a common treatment effect and the offset
+    :math:`\beta_0 D` on the focal rows.
+    """
 
-    def cluster_scores(self, beta0: float) -> np.ndarray:
-        """Cluster sums of the restricted score of β (fixed effects partialled out) under β = β₀."""
-        des = self.design
+    family: str
+    y: np.ndarray
+    prior: np.ndarray
+    offset: np.ndarray
+    tested: np.ndarray
+    nuisance: np.ndarray
+    projector: _fe.WithinProjector
+    cluster_codes: np.ndarray
+    g: int
+    eta: np.ndarray
+    estimate: float
+    support: tuple[int, ...]
+    a: np.ndarray
+    basis: np.ndarray
+
+    def fit(self, beta0: float) -> _fe.GlmFit:
+        r"""The restricted fit: offset :math:`\beta_0 Xa`, the fixed effects and ``nuisance`` free."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            fit = _fe.fit_glm(
-                des.y,
-                np.zeros((des.y.shape[0], 0)),
-                des.projector,
-                family="binomial",
-                prior=des.prior,
-                offset=beta0 * des.d,
-                eta_start=self.eta_start + (beta0 - des.result.estimate) * des.d,
+            return _fe.fit_glm(
+                self.y,
+                self.nuisance,
+                self.projector,
+                family=self.family,
+                prior=self.prior,
+                offset=self.offset + beta0 * self.tested,
+                eta_start=self.eta + (beta0 - self.estimate) * self.tested,
             )
-        dt = fit.projection.residualize(des.d)
-        return _fe.cluster_sums(fit.psi * dt, des.cluster_codes, des.g)[:, 0]
+
+    def theta(self, beta0: float) -> np.ndarray:
+        """The support designs' coefficients under the null (the free ones at their restricted fit)."""
+        if self.basis.shape[1] == 0:
+            return self.a * beta0
+        return self.a * beta0 + self.basis @ self.fit(beta0).beta
+
+    def cluster_scores(self, beta0: float) -> np.ndarray:
+        r"""Cluster sums of the restricted score of φ, the fixed effects and ν partialled out.
+
+        :math:`s_g = \sum_{i\in g}\psi_i\tilde x_i`, :math:`\tilde x` the tested regressor
+        residualised on the fixed effects and ``nuisance`` under the restricted IRLS weights (the
+        efficient score of Kline & Santos 2012, section 3).
+        """
+        fit = self.fit(beta0)
+        xt = fit.projection.residualize(self.tested)
+        if self.nuisance.shape[1]:
+            coef = np.linalg.solve(fit.hessian, fit.x_tilde.T @ (fit.weights * xt))
+            xt = xt - fit.x_tilde @ coef
+        return _fe.cluster_sums(fit.psi * xt, self.cluster_codes, self.g)[:, 0]
+
+
+def _null_model(designs: tuple[_Design, ...], term: _Term) -> _NullModel:
+    import scipy.linalg
+
+    support = tuple(j for j, c in enumerate(term.weights) if c != 0)
+    parts = [designs[j] for j in support]
+    c = np.array([term.weights[j] for j in support])
+    a = c / float(c @ c)
+    basis = scipy.linalg.null_space(c[None, :])
+    if len({len(p.fe_codes) for p in parts}) != 1 or len({p.family for p in parts}) != 1:
+        raise SpecificationError("the designs of a term must share a family and a fixed-effect structure")
+    if len(parts) == 1:
+        projector = parts[0].projector
+    else:
+        codes = []
+        for f in range(len(parts[0].fe_codes)):
+            shift, cols = 0, []
+            for p in parts:
+                cols.append(p.fe_codes[f] + shift)
+                shift += int(p.fe_codes[f].max()) + 1
+            codes.append(np.concatenate(cols))
+        projector = _fe.WithinProjector(codes)
+    nuisance = (
+        np.column_stack([np.concatenate([b[i] * p.d for i, p in enumerate(parts)]) for b in basis.T])
+        if basis.shape[1]
+        else np.zeros((sum(p.y.shape[0] for p in parts), 0))
+    )
+    return _NullModel(
+        family=parts[0].family,
+        y=np.concatenate([p.y for p in parts]),
+        prior=np.concatenate([p.prior for p in parts]),
+        offset=np.concatenate([p.offset for p in parts]),
+        tested=np.concatenate([a[i] * p.d for i, p in enumerate(parts)]),
+        nuisance=nuisance,
+        projector=projector,
+        cluster_codes=np.concatenate([p.cluster_codes for p in parts]),
+        g=parts[0].g,
+        eta=np.concatenate([p.eta for p in parts]),
+        estimate=term.estimate,
+        support=support,
+        a=a,
+        basis=basis,
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class ScoreBootstrap:
+    """Kline-Santos score bootstrap of one term of a GLM result; ``p_value(beta0)`` refits the null."""
+
+    null: _NullModel
+    v: np.ndarray
+    enumerated: bool
+
+    def cluster_scores(self, beta0: float) -> np.ndarray:
+        """Cluster sums of the restricted score under H0: term = β₀ (see :class:`_NullModel`)."""
+        return self.null.cluster_scores(beta0)
+
+    def t_stat(self, beta0: float) -> float:
+        r"""The score statistic :math:`\sum_g s_g/\sqrt{\sum_g s_g^2}`."""
+        s = self.cluster_scores(beta0)
+        den = math.sqrt(float(np.sum(s**2)))
+        return float(np.sum(s)) / den if den > 0 else 0.0
 
     def p_value(self, beta0: float) -> float:
-        """Share of |t*| ≥ |t| for H0: β = β₀."""
+        """Share of |t*| ≥ |t| for H0: term = β₀."""
         s = self.cluster_scores(beta0)
         den = math.sqrt(float(np.sum(s**2)))
         t = float(np.sum(s)) / den if den > 0 else 0.0
@@ -522,8 +807,36 @@ class ScoreBootstrap:
         return float(np.mean(_exceed(t_star, t)))
 
 
+def _check_glm(result: object, method: str) -> None:
+    _check_result(result, method)
+    if isinstance(result, DidResult) and result.estimator != "twfe-logit":
+        raise SpecificationError(
+            f"the {method} applies to GLM results (twfe-logit, twfe-poisson); got {result.estimator!r} (use "
+            "method='wild' for twfe-linear)"
+        )
+
+
+def score_bootstrap_setup(
+    result: Result,
+    *,
+    term: str | None = None,
+    draws: int = 999,
+    weights: WildWeights = "rademacher",
+    seed: int | None = None,
+) -> ScoreBootstrap:
+    """The score bootstrap of one term (default: the first) of a ``twfe-logit`` or count result."""
+    _check_draws(draws)
+    _check_glm(result, "score bootstrap")
+    designs, terms = _model(result)
+    names = [t.name for t in terms]
+    check_choice("term", term if term is not None else names[0], tuple(names))
+    chosen = terms[names.index(term)] if term is not None else terms[0]
+    v, enumerated = _weights(weights, designs[0].g, draws, seed)
+    return ScoreBootstrap(_null_model(designs, chosen), v, enumerated)
+
+
 def score_bootstrap(
-    result: DidResult,
+    result: Result,
     *,
     draws: int = 999,
     weights: WildWeights = "rademacher",
@@ -531,50 +844,60 @@ def score_bootstrap(
     alpha: float = 0.05,
     ci: bool = True,
     tol: float = 1e-3,
-) -> DidResult:
-    """Score bootstrap (Kline & Santos 2012) p-value and test-inversion interval for ``twfe-logit``.
+) -> Result:
+    r"""Score bootstrap (Kline & Santos 2012) p-values and test-inversion intervals for GLM results.
+
+    ``twfe-logit`` (:class:`~stopdisparity.models.did.DidResult`) and the Poisson count models
+    (:class:`~stopdisparity.models.counts.CountsResult`): every row is covered, each with its own
+    restricted fit (:class:`_NullModel`) and the same weights ``v``. A race's row imposes
+    :math:`\beta_r = \beta_0` in its own Poisson; the difference imposes
+    :math:`\beta_f - \beta_r = \beta_0` in the stacked Poisson (race-interacted fixed effects, a
+    common treatment effect free) and bootstraps the stacked cluster scores.
 
     Parameters
     ----------
     result
-        A ``twfe-logit`` :class:`~stopdisparity.models.did.DidResult`.
+        A ``twfe-logit`` :class:`~stopdisparity.models.did.DidResult` or a
+        :class:`~stopdisparity.models.counts.CountsResult`.
     draws, weights, seed
         As :func:`wild_cluster_bootstrap` (Rademacher with G ≤ 12 enumerates 2^G vectors).
     alpha
         Level of the interval.
     ci
-        Whether to invert the test for an interval (about 40 restricted fits; see the module notes).
+        Whether to invert the test for an interval (about 40 restricted fits per row; see the module
+        notes).
     tol
         Bisection stops when the bracket is narrower than ``tol`` × the analytical SE.
 
     Returns
     -------
-    DidResult
-        A copy with the bootstrap p-value, interval and label; ``std_error`` unchanged.
+    DidResult or CountsResult
+        A copy with the bootstrap p-values, intervals and label; ``std_error`` unchanged.
+
+    Raises
+    ------
+    SpecificationError
+        For a ``twfe-linear`` result (use :func:`wild_cluster_bootstrap`) or bad options.
     """
     _check_alpha(alpha)
     _check_draws(draws)
-    if not isinstance(result, DidResult) or result.estimator != "twfe-logit":
-        got = getattr(result, "estimator", type(result).__name__)
-        raise SpecificationError(
-            f"the score bootstrap applies to twfe-logit results; got {got!r} (use method='wild' for "
-            "twfe-linear)"
+    _check_glm(result, "score bootstrap")
+    designs, terms = _model(result)
+    v, enumerated = _weights(weights, designs[0].g, draws, seed)
+    p_values, cis = {}, {}
+    for term in terms:
+        boot = ScoreBootstrap(_null_model(designs, term), v, enumerated)
+        p_values[term.name] = boot.p_value(0.0)
+        cis[term.name] = (
+            _invert(boot.p_value, term.estimate, term.std_error, alpha, tol=tol)
+            if ci
+            else (math.nan, math.nan)
         )
-    des = _design(result)
-    v, enumerated = _weights(weights, des.g, draws, seed)
-    eta = result.sample.get_column("eta").to_numpy()
-    boot = ScoreBootstrap(des, v, enumerated, eta)
-    p = boot.p_value(0.0)
-    interval = (
-        _invert(boot.p_value, result.estimate, result.std_error, alpha, tol=tol)
-        if ci
-        else (math.nan, math.nan)
-    )
     label = (
         f"score bootstrap (Kline-Santos; {_weights_text(weights, v, enumerated)}, null imposed; "
         f"{_ci_text(ci, alpha)}) {_cluster_text(result)}"
     )
-    return result.with_inference(Inference(label, {result.term: p}, {result.term: interval}))
+    return result.with_inference(Inference(label, p_values, cis))
 
 
 # --------------------------------------------------------------------- randomization inference
@@ -599,6 +922,11 @@ class Assignments:
         """The treatment column (one value per estimation row) under assignment ``k``."""
         return self.paths[self.assign[k][self.row_unit], self.row_period]
 
+    def treatment_block(self, ks: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """The treatment of estimation rows ``rows`` under assignments ``ks``: len(rows) × len(ks)."""
+        units = self.assign[np.asarray(ks)][:, self.row_unit[rows]]
+        return np.ascontiguousarray(self.paths[units, self.row_period[rows][None, :]].T)
+
 
 def _multiset_permutations(items: list[int]) -> Iterator[tuple[int, ...]]:
     """Distinct permutations of a multiset, in lexicographic order."""
@@ -619,7 +947,7 @@ def _multiset_permutations(items: list[int]) -> Iterator[tuple[int, ...]]:
 
 
 def adoption_assignments(
-    result: DidResult, *, within: str | None = "state", draws: int = 999, seed: int | None = None
+    result: Result, *, within: str | None = "state", draws: int = 999, seed: int | None = None
 ) -> Assignments:
     """Adoption paths of the estimation sample and the assignments RI evaluates (see module notes)."""
     _check_draws(draws)
@@ -691,7 +1019,12 @@ class _LinearRI:
     f: np.ndarray
     factor: float
 
+    def t_star_of(self, i: int, beta0: float) -> np.ndarray:
+        """``t_star`` with the term index of :class:`_GlmRI` (a linear DiD has one term)."""
+        return self.t_star(beta0)
+
     def t_star(self, beta0: float) -> np.ndarray:
+        """The t statistics over the assignments under the sharp null β₀ (outcome y - β₀D)."""
         sc = self.c - beta0 * self.f
         se = np.sqrt(self.factor * np.sum(sc**2, axis=1)) / self.hp
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -707,8 +1040,7 @@ def _linear_ri(des: _Design, asg: Assignments, chunk: int = 256) -> _LinearRI:
     out: dict[str, list[np.ndarray]] = {k: [] for k in ("by", "bd", "hp", "c", "f")}
     n_a = asg.assign.shape[0]
     for start in range(0, n_a, chunk):
-        ks = range(start, min(start + chunk, n_a))
-        dmat = np.column_stack([asg.treatment(k) for k in ks])
+        dmat = asg.treatment_block(np.arange(start, min(start + chunk, n_a)), des.rows)
         dp = proj.residualize(dmat)
         wdp = w[:, None] * dp
         hp = np.sum(wdp * dp, axis=0)
@@ -728,87 +1060,102 @@ def _linear_ri(des: _Design, asg: Assignments, chunk: int = 256) -> _LinearRI:
     )
 
 
-def _logit_t_star(
-    des: _Design, asg: Assignments, beta0: float, eta_start: np.ndarray, chunk: int = 128
-) -> np.ndarray:
-    r"""CR1 t of the permuted treatment in the logit with offset :math:`\beta_0 D`, every assignment.
+def _mean_weight(family: str, eta: np.ndarray, prior: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and IRLS weight of a canonical-link GLM (logit binomial, log Poisson)."""
+    if family == "binomial":
+        from scipy.special import expit
 
-    All assignments start from one restricted fit (fixed effects only, offset :math:`\beta_0D`) with
-    IRLS weights :math:`w_0` and its exact projection :math:`M_0`, and are solved together (columns of
-    a matrix) by the chord method: Newton steps with the Hessian frozen at :math:`w_0`, i.e. weighted
-    least squares of the working residual on the dummies and the permuted treatment, which by
-    Frisch–Waugh–Lovell needs only :math:`M_0` applied to the n × b block. Its fixed point solves the
-    score equations exactly, so the estimates are the maximum-likelihood ones. The sandwich needs the
-    treatment residualised under each column's final weights :math:`w`; it is computed by the
-    preconditioned iteration :math:`r \leftarrow r - (I-M_0)((w/w_0)r)`, whose fixed point satisfies
-    :math:`F'Wr = 0`. Both iterations converge linearly at a rate set by :math:`\max|w/w_0-1|` (small
-    for permuted assignments); columns that have not converged after ``_CHORD_MAX`` steps are refitted
-    by :func:`~stopdisparity.models._fe.fit_glm`.
+        mu = expit(eta)
+        w = prior * mu * (1.0 - mu)
+    else:
+        mu = np.exp(eta)
+        w = prior * mu
+    return mu, w
+
+
+def _glm_perm(
+    des: _Design, asg: Assignments, offset: np.ndarray, eta_start: np.ndarray, chunk: int = 128
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""Coefficient of the permuted treatment and its cluster influence (A × G), every assignment.
+
+    The GLM (canonical link: logit binomial or log Poisson) has the design's fixed effects, offset
+    ``offset`` and the permuted treatment :math:`D_k` (times the design's mask). All assignments start
+    from one restricted fit (fixed effects only) with IRLS weights :math:`w_0` and its exact
+    projection :math:`M_0`, and are solved together (columns of a matrix) by the chord method: Newton
+    steps with the Hessian frozen at :math:`w_0`, i.e. weighted least squares of the working residual
+    on the dummies and :math:`D_k`, which by Frisch–Waugh–Lovell needs only :math:`M_0` applied to the
+    n × b block. Its fixed point solves the score equations exactly, so the estimates are the
+    maximum-likelihood ones. The sandwich needs :math:`D_k` residualised under each column's final
+    weights :math:`w`; it is computed by the preconditioned iteration
+    :math:`r \leftarrow r - (I-M_0)((w/w_0)r)`, whose fixed point satisfies :math:`F'Wr = 0`. Both
+    fixed points hold whatever the rounding of the projection, so the iterations apply
+    :math:`I - M_0` without the refinement step (half the cost). Both converge linearly at a rate
+    set by :math:`\max|w/w_0-1|` (small for permuted assignments); columns that have not converged
+    after ``_CHORD_MAX`` steps are refitted by :func:`~stopdisparity.models._fe.fit_glm`. The
+    influence is :math:`s_g/H` (:func:`~stopdisparity.models._fe.cluster_influence`); rows of
+    assignments that leave :math:`D_k` collinear with the fixed effects are NaN.
     """
-    from scipy.special import expit
-
-    off = beta0 * des.d
+    n = des.y.shape[0]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fit0 = _fe.fit_glm(
             des.y,
-            np.zeros((des.y.shape[0], 0)),
+            np.zeros((n, 0)),
             des.projector,
-            family="binomial",
+            family=des.family,  # type: ignore[arg-type]
             prior=des.prior,
-            offset=off,
-            eta_start=eta_start + off,
+            offset=offset,
+            eta_start=eta_start,
         )
     w0, eta0, proj0 = fit0.weights, fit0.eta, fit0.projection
-    n_tr, y = des.prior, des.y
+    project = proj0._fitted  # (I - M_0) in one pass; the fixed points do not need the refinement
+    y, prior = des.y[:, None], des.prior[:, None]
     ind = des.indicator
     n_a = asg.assign.shape[0]
-    out = np.full(n_a, np.nan)
+    beta_out = np.full(n_a, np.nan)
+    infl_out = np.full((n_a, des.g), np.nan)
     for start in range(0, n_a, chunk):
         ks = np.arange(start, min(start + chunk, n_a))
-        dmat = np.column_stack([asg.treatment(int(k)) for k in ks])
+        dmat = asg.treatment_block(ks, des.rows) * des.mask[:, None]
         dt0 = proj0.residualize(dmat)
-        h0 = np.sum(w0[:, None] * dt0 * dt0, axis=0)
-        before = np.sum(w0[:, None] * dmat * dmat, axis=0)
+        h0 = np.einsum("i,ij,ij->j", w0, dt0, dt0)
+        before = np.einsum("i,ij,ij->j", w0, dmat, dmat)
         ok = h0 > 1e-10 * np.maximum(before, 1e-300)
-        dt0, dmat, ks = dt0[:, ok], dmat[:, ok], ks[ok]
-        h0 = h0[ok]
+        dt0, dmat, ks, h0 = dt0[:, ok], dmat[:, ok], ks[ok], h0[ok]
+        w0dt0 = w0[:, None] * dt0
         eta = np.repeat(eta0[:, None], ks.size, axis=1)
         beta = np.zeros(ks.size)
         done = np.zeros(ks.size, dtype=bool)
         for _ in range(_CHORD_MAX):
-            mu = expit(eta)
-            z = (n_tr[:, None] * (y[:, None] - mu)) / w0[:, None]
-            db = np.sum(w0[:, None] * dt0 * z, axis=0) / h0
-            step = (z - proj0.residualize(z)) + dt0 * db[None, :]
+            mu, _w = _mean_weight(des.family, eta, prior)
+            z = prior * (y - mu) / w0[:, None]
+            db = np.einsum("ij,ij->j", w0dt0, z) / h0
+            step = project(z) + dt0 * db[None, :]
             eta += step
             beta += db
             done = np.max(np.abs(step), axis=0) < _CHORD_TOL
             if done.all():
                 break
-        mu = expit(eta)
-        w = n_tr[:, None] * mu * (1 - mu)
+        mu, w = _mean_weight(des.family, eta, prior)
         ratio = w / w0[:, None]
         r = dt0.copy()
         for _ in range(_CHORD_MAX):
-            u = ratio * r
-            change = u - proj0.residualize(u)
+            change = project(ratio * r)
             r -= change
             conv = np.max(np.abs(change), axis=0) < _CHORD_TOL * np.max(np.abs(r), axis=0)
             if conv.all():
                 break
         done &= conv
-        psi = n_tr[:, None] * (y[:, None] - mu)
-        hess = np.sum(w * r * r, axis=0)
-        sc = np.asarray(ind @ (psi * r))
-        se = np.sqrt(des.factor * np.sum(sc**2, axis=0)) / hess
-        out[ks[done]] = (beta / se)[done]
+        hess = np.einsum("ij,ij,ij->j", w, r, r)
+        sc = np.asarray(ind @ (prior * (y - mu) * r))
+        beta_out[ks[done]] = beta[done]
+        infl_out[ks[done]] = (sc / hess[None, :]).T[done]
         for j in np.flatnonzero(~done):  # fallback: an ordinary IRLS fit
-            out[ks[j]] = _logit_t_one(des, dmat[:, j], off, eta0)
-    return out
+            beta_out[ks[j]], infl_out[ks[j]] = _glm_one(des, dmat[:, j], offset, eta0)
+    return beta_out, infl_out
 
 
-def _logit_t_one(des: _Design, dk: np.ndarray, off: np.ndarray, eta0: np.ndarray) -> float:
+def _glm_one(des: _Design, dk: np.ndarray, offset: np.ndarray, eta0: np.ndarray) -> tuple[float, np.ndarray]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -816,15 +1163,57 @@ def _logit_t_one(des: _Design, dk: np.ndarray, off: np.ndarray, eta0: np.ndarray
                 des.y,
                 dk[:, None],
                 des.projector,
-                family="binomial",
+                family=des.family,  # type: ignore[arg-type]
                 prior=des.prior,
-                offset=off,
+                offset=offset,
                 eta_start=eta0,
             )
         except SpecificationError:  # the assignment leaves the treatment collinear with the FEs
-            return math.nan
-    infl = _fe.cluster_influence(fit, des.cluster_codes, des.g)[:, 0]
-    return float(fit.beta[0]) / math.sqrt(des.factor * float(np.sum(infl**2)))
+            return math.nan, np.full(des.g, np.nan)
+    return float(fit.beta[0]), _fe.cluster_influence(fit, des.cluster_codes, des.g)[:, 0]
+
+
+@dataclass(frozen=True, eq=False)
+class _GlmRI:
+    r"""Randomization t statistics of every term of a GLM result under its sharp null.
+
+    Under H0: term = β₀ each design j in the term's support gets the offset :math:`\theta_j D`
+    (observed D), θ from :meth:`_NullModel.theta` (β₀ for a single design; for a count model's
+    difference the focal race gets β₀ + ν̃ and the reference ν̃, ν̃ the common effect refitted under
+    the null), and the permuted treatment's coefficients and influences combine as the term does:
+    :math:`t^* = c'\beta^*/\sqrt{f\sum_g (c'\text{infl}_g)^2}`. For the observed assignment this is
+    exactly :math:`(\hat\beta - \beta_0)/\text{SE}`. Refits are cached per (design, θ_j), so rows
+    that share a null (the races at β₀ = 0) are computed once.
+    """
+
+    designs: tuple[_Design, ...]
+    terms: tuple[_Term, ...]
+    nulls: tuple[_NullModel, ...]
+    asg: Assignments
+    cache: dict[tuple[int, float], tuple[np.ndarray, np.ndarray]] = dataclasses.field(default_factory=dict)
+
+    def _perm(self, j: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
+        key = (j, float(theta))
+        if key not in self.cache:
+            des = self.designs[j]
+            if len(self.cache) >= 8:
+                self.cache.pop(next(iter(self.cache)))
+            self.cache[key] = _glm_perm(
+                des, self.asg, des.offset + theta * des.d, des.eta + (theta - des.beta) * des.d
+            )
+        return self.cache[key]
+
+    def t_star(self, i: int, beta0: float) -> np.ndarray:
+        """The t statistics of term ``i`` over the assignments under H0: term = β₀."""
+        term, null = self.terms[i], self.nulls[i]
+        num = np.zeros(self.asg.assign.shape[0])
+        infl = np.zeros((self.asg.assign.shape[0], self.designs[0].g))
+        for j, theta in zip(null.support, null.theta(beta0), strict=True):
+            b, f = self._perm(j, float(theta))
+            num = num + term.weights[j] * b
+            infl = infl + term.weights[j] * f
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return num / np.sqrt(term.factor * np.sum(infl**2, axis=1))
 
 
 def _ri_p(t_star: np.ndarray, t: float, exact: bool) -> float:
@@ -835,8 +1224,39 @@ def _ri_p(t_star: np.ndarray, t: float, exact: bool) -> float:
     return (1 + hits) / (1 + ok.size)
 
 
+def _ri_gap(t_star: np.ndarray, t: float, exact: bool, alpha: float) -> float:
+    r"""A continuous function of β₀ that is ≥ 0 exactly where the RI p-value exceeds ``alpha``.
+
+    With N finite :math:`t^*`, let k be the least number of exceedances h with p(h) > α (p(h) = h/N
+    when enumerated, (1+h)/(1+N) otherwise, as :func:`_ri_p`). Then p > α iff at least k of the
+    :math:`|t^*|` reach the tie-tolerant threshold of :func:`_exceed`, i.e. iff the k-th largest
+    :math:`|t^*|` minus that threshold is ≥ 0: that difference is returned (+inf when k = 0, -inf
+    when k > N). It moves continuously with β₀, which lets :func:`_invert_gap` use secant steps.
+    """
+    ok = np.abs(t_star[np.isfinite(t_star)])
+    h = np.arange(ok.size + 1)
+    p = h / max(ok.size, 1) if exact else (1 + h) / (1 + ok.size)
+    above = np.flatnonzero(p > alpha)
+    if not above.size or ok.size == 0:
+        return -math.inf
+    k = int(above[0])
+    if k == 0:
+        return math.inf
+    kth = float(np.partition(ok, ok.size - k)[ok.size - k])
+    return kth - (abs(t) * (1 - _TIE) - 1e-300)
+
+
+def _ri_t_star(
+    designs: tuple[_Design, ...], terms: tuple[_Term, ...], asg: Assignments
+) -> Callable[[int, float], np.ndarray]:
+    """``t_star(i, beta0)``: term i's t statistics over the assignments under H0: term i = β₀."""
+    if designs[0].family == "gaussian":
+        return _linear_ri(designs[0], asg).t_star_of
+    return _GlmRI(designs, terms, tuple(_null_model(designs, t) for t in terms), asg).t_star
+
+
 def randomization_inference(
-    result: DidResult,
+    result: Result,
     *,
     draws: int = 999,
     seed: int | None = None,
@@ -845,13 +1265,14 @@ def randomization_inference(
     alpha: float = 0.05,
     ci: bool = True,
     tol: float = 1e-3,
-) -> DidResult:
+) -> Result:
     """Randomization inference on the CR1 t statistic, permuting adoption paths within ``within``.
 
     Parameters
     ----------
     result
-        A :class:`~stopdisparity.models.did.DidResult` (logit or linear).
+        A :class:`~stopdisparity.models.did.DidResult` (logit or linear) or a
+        :class:`~stopdisparity.models.counts.CountsResult` (every row: each race and the difference).
     draws
         Random assignments when there are at least :data:`EXACT_LIMIT` distinct ones.
     seed
@@ -861,43 +1282,39 @@ def randomization_inference(
     statistic
         ``t`` (the only one implemented): the CR1 t statistic of each refit.
     alpha, ci, tol
-        Interval level; whether to invert the sharp constant-effect null (for the logit each trial
-        value refits every assignment); bisection tolerance in analytical SEs.
+        Interval level; whether to invert the sharp constant-effect null (for the GLMs each trial
+        value refits every assignment); each end is located to within ``tol``/2 analytical SEs.
 
     Returns
     -------
-    DidResult
-        A copy with the RI p-value, interval and a label giving G, G₁ and the assignments used.
+    DidResult or CountsResult
+        A copy with the RI p-values, intervals and a label giving G, G₁ and the assignments used.
     """
     _check_alpha(alpha)
     check_choice("statistic", statistic, ("t",))
-    if not isinstance(result, DidResult):
-        raise SpecificationError(
-            f"randomization_inference needs a DidResult (from fit_did); got {type(result).__name__}"
-        )
-    des = _design(result)
+    _check_result(result, "randomization_inference")
+    designs, terms = _model(result)
     asg = adoption_assignments(result, within=within, draws=draws, seed=seed)
-
-    def t_obs(beta0: float) -> float:
-        return (result.estimate - beta0) / result.std_error
-
+    p_values, cis = {}, {}
     with _blas_single_thread():
-        if result.estimator == "twfe-linear":
-            lin = _linear_ri(des, asg)
+        t_star = _ri_t_star(designs, terms, asg)
+        for i, term in enumerate(terms):
 
-            def pvalue(beta0: float) -> float:
-                return _ri_p(lin.t_star(beta0), t_obs(beta0), asg.exact)
+            def t_obs(beta0: float, term: _Term = term) -> float:
+                return (term.estimate - beta0) / term.std_error
 
-        else:
-            eta_null = result.sample.get_column("eta").to_numpy() - result.estimate * des.d
-
-            def pvalue(beta0: float) -> float:
-                return _ri_p(_logit_t_star(des, asg, beta0, eta_null), t_obs(beta0), asg.exact)
-
-        p = pvalue(0.0)
-        interval = (
-            _invert(pvalue, result.estimate, result.std_error, alpha, tol=tol) if ci else (math.nan, math.nan)
-        )
+            p_values[term.name] = _ri_p(t_star(i, 0.0), t_obs(0.0), asg.exact)
+            if not ci:
+                cis[term.name] = (math.nan, math.nan)
+                continue
+            _, _, lo, hi = _fe.inference_stats(term.estimate, term.std_error, alpha)
+            cis[term.name] = _invert_gap(
+                lambda b, i=i, t_obs=t_obs: _ri_gap(t_star(i, b), t_obs(b), asg.exact, alpha),
+                term.estimate,
+                term.std_error,
+                tol=tol,
+                start=(lo, hi),
+            )
     used = asg.assign.shape[0]
     how = (
         f"all {used} distinct assignments enumerated"
@@ -909,25 +1326,27 @@ def randomization_inference(
         f"randomization inference on the t statistic (adoption paths permuted {where}; {how}; "
         f"{_ci_text(ci, alpha, 'of a constant-effect sharp null')}) {_cluster_text(result)}"
     )
-    return result.with_inference(Inference(label, {result.term: p}, {result.term: interval}))
+    return result.with_inference(Inference(label, p_values, cis))
 
 
 # ----------------------------------------------------------------------------------- dispatcher
-def apply_inference(result: DidResult, method: Method, **options: Any) -> DidResult:
+def apply_inference(result: Result, method: Method, **options: Any) -> Result:
     """Apply one inference method to a fitted result and return the new result.
 
     ``cluster`` returns the analytical CR1/CR0 inference (any attached inference removed); ``cr3``,
     ``wild``, ``score`` and ``ri`` call :func:`cr3`, :func:`wild_cluster_bootstrap`,
-    :func:`score_bootstrap` and :func:`randomization_inference` with ``options``.
+    :func:`score_bootstrap` and :func:`randomization_inference` with ``options``. Results: a
+    :class:`~stopdisparity.models.did.DidResult` (all methods; ``wild`` for ``twfe-linear``, ``score``
+    for ``twfe-logit``) or a :class:`~stopdisparity.models.counts.CountsResult` (``cr3``, ``score``,
+    ``ri``: every row).
     """
     check_choice("method", method, METHODS)
+    _check_result(result, "apply_inference")
     if method == "cluster":
         if options:
             raise SpecificationError(f"method='cluster' takes no options; got {sorted(options)}")
-        if not isinstance(result, DidResult):
-            raise SpecificationError(f"apply_inference needs a DidResult; got {type(result).__name__}")
         return dataclasses.replace(result, inference=None)
-    fn: Callable[..., DidResult] = {
+    fn: Callable[..., Result] = {
         "cr3": cr3,
         "wild": wild_cluster_bootstrap,
         "score": score_bootstrap,
@@ -947,6 +1366,7 @@ __all__ = [
     "cr3",
     "randomization_inference",
     "score_bootstrap",
+    "score_bootstrap_setup",
     "wild_bootstrap_arrays",
     "wild_bootstrap_setup",
     "wild_cluster_bootstrap",
