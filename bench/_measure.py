@@ -13,10 +13,10 @@ import time
 import psutil
 
 
-def run_measured(cmd: list[str]) -> tuple[float, float, str, str, int]:
-    """Run ``cmd``; return (wall seconds, peak RSS MB of the process tree, stdout, stderr, returncode)."""
+def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str, str, int]:
+    """Run ``cmd`` (with ``env``, default the current one); return (wall seconds, peak RSS MB of the process tree, stdout, stderr, returncode)."""
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     peak = 0
     done = threading.Event()
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import run_measured
+from _store import ncsc_store
 
 HERE = Path(__file__).resolve().parent
 
@@ -42,22 +42,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=HERE / "output")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    from stopdisparity import synth
-    from stopdisparity.ingest import ingest
-
-    raw = args.workdir / f"ncsc_{args.rows}"
-    store = args.workdir / f"store_ncsc_{args.rows}"
-    if not (store / "manifest.json").exists():
-        t0 = time.perf_counter()
-        if not (raw / "truth.json").exists():
-            synth.write_opp_files(raw, synth.SynthSpec(scenario="constant"), rows=args.rows, seed=11)
-        t1 = time.perf_counter()
-        report = ingest(sorted(raw.glob("*.csv.zip")), store)
-        print(
-            f"prepared: synth {t1 - t0:.1f} s, ingest {time.perf_counter() - t1:.1f} s, "
-            f"{report.rows_stored:,} stops stored",
-            flush=True,
-        )
+    store = ncsc_store(args.rows, args.workdir)
     results = {}
     for period in ("month", "quarter", "year"):
         runs = []
