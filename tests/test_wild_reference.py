@@ -7,7 +7,8 @@ comparison is exact, not up to Monte Carlo error:
 
 - the sample t differs only by the small-sample factor: ours is pyfixest's CRV1 t (G/(G-1) · (N-1)/(N-K)
   with K counting the fixed effects, as ``feols`` reports), wildboottest's uses its own K; the ratio is
-  one constant, and every bootstrap t* differs by the same constant (rtol 1e-6: pyfixest's iterative demeaning);
+  one constant, and every bootstrap t* differs by the same constant (rtol 1e-6: pyfixest demeans
+  iteratively);
 - the p-values agree except for the two sign vectors ±1, which reproduce the sample t exactly: we count
   them as exceedances (a tie is at least as extreme; module notes of ``inference.py``), wildboottest
   counts whichever side of the tie rounding puts them, so p differs by 0 or 2/1024.
@@ -34,7 +35,8 @@ pytest.importorskip("wildboottest")
 pytestmark = pytest.mark.reference
 
 G = 10
-RTOL_T = 1e-6  # pyfixest demeans by alternating projections to a 1e-8 tolerance; ours is exact (SE rtol of issue 5)
+# pyfixest demeans by alternating projections to a 1e-8 tolerance, ours is exact: the SE rtol of issue 5.
+RTOL_T = 1e-6
 
 
 def _panel(seed: int) -> DidResult:
