@@ -427,3 +427,30 @@ def test_first_treated_must_be_constant_within_unit():
     )
     with pytest.raises(SpecificationError, match="constant within"):
         fit_event_study(panel, period_length="year")
+
+
+# ---------------------------------------------------------------------------------- with_inference
+def test_with_inference_replaces_listed_terms_only():
+    """A frozen copy: listed terms take the attached p-value, interval and label; std_error, the
+    estimates and the sup-t bands stay analytical; other rows are unchanged."""
+    from stopdisparity.models._fe import Inference
+
+    res = quiet(fit_event_study, make_panel(seed=2), period_length="year")
+    before = res.tidy()
+    inf = Inference("score bootstrap (test)", {"event:1": 0.04}, {"event:1": (0.1, 0.9)})
+    new = res.with_inference(inf)
+    assert isinstance(new, EventStudyResult) and res.inference is None
+    after = new.tidy()
+    check_tidy(after)
+    for col in ("estimate", "std_error", "statistic", "band_low", "band_high"):
+        assert after.get_column(col).equals(before.get_column(col)), col
+    row = after.filter(pl.col("term") == "event:1").row(0, named=True)
+    assert (row["p_value"], row["ci_low"], row["ci_high"]) == (0.04, 0.1, 0.9)
+    assert row["inference"] == "score bootstrap (test)"
+    others = ~pl.col("term").is_in(["event:1"])
+    assert after.filter(others).equals(before.filter(others))
+    assert new.with_inference(Inference("other", {"event:2": 0.5})).tidy().filter(
+        pl.col("term") == "event:1"
+    ).item(0, "inference") == before.filter(pl.col("term") == "event:1").item(0, "inference")
+    with pytest.raises(SpecificationError, match="event:9"):
+        res.with_inference(Inference("bad", {"event:9": 0.5}))

@@ -539,3 +539,21 @@ def test_lazy_export_keeps_ingest_free_of_statsmodels():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "stopdisparity.models.did", "stopdisparity.models.event_study", "True"]
+
+
+def test_generic_event_study_table_and_plot_name_the_outcome():
+    panel = make_generic(seed=10, units=24, periods=8, cohorts=(0, 3, 5))
+    logit = quiet(
+        fit_event_study_panel, panel, yname=SUCC, trials=TRIALS, idname=UNIT, tname=PERIOD, gname=FIRST,
+        window=(-3, 3),
+    )  # fmt: skip
+    t = logit.tidy()
+    assert "n_treated_trials" in t.columns and "n_treated_stops" not in t.columns
+    post = panel.filter(pl.col(FIRST).fill_null(0) > 0, pl.col(PERIOD) == pl.col(FIRST))
+    assert t.filter(pl.col("term") == "event:0").item(0, "n_treated_trials") == post.get_column(TRIALS).sum()
+    assert logit.plot().axes[0].get_ylabel().startswith(f"log odds of {SUCC}")
+    linear = quiet(
+        fit_event_study_panel, panel, yname=Y, idname=UNIT, tname=PERIOD, gname=FIRST, window=(-3, 3)
+    )
+    assert "n_treated_trials" not in linear.tidy().columns
+    assert linear.plot().axes[0].get_ylabel().startswith(Y)

@@ -131,7 +131,8 @@ class EventStudyResult(_fe.ClusteredResult):
     reference, binned
         The omitted event time; the binned end points (empty with ``bin_endpoints=False``).
     n_treated_units, n_treated_stops
-        Per event time of the window: treated units and their focal + reference stops in that bin.
+        Per event time of the window: treated units and their focal + reference stops in that bin
+        (generic panels: trials, or the linear model's weights).
     influence, cluster_labels
         Per-cluster influence (G × p, :math:`s_g H^{-1}`); its cross-product is ``vcov_cr0``.
     sample
@@ -221,11 +222,12 @@ class EventStudyResult(_fe.ClusteredResult):
 
         DESIGN.md contract. Extra keys: ``event_time``, ``binned`` (an end-point bin), ``reference``
         (the omitted event time: estimate 0, null SE), ``n_treated_units``, ``n_treated_stops``
-        (focal + reference stops, or trials or weights for generic panels, of treated units in the
-        bin), ``band_low``, ``band_high`` (sup-t simultaneous band at level 1 - alpha, analytical). An
-        event time without cells has null estimate. Terms listed in an attached :class:`Inference`
-        take its p-value, interval and label; ``std_error`` stays analytical. Covariate rows carry
-        their coefficient, the estimand "covariate coefficient (not a causal effect)" and null extras.
+        (focal + reference stops of treated units in the bin; ``n_treated_trials`` for a generic
+        logit, absent for a generic linear model), ``band_low``, ``band_high`` (sup-t simultaneous
+        band at level 1 - alpha, analytical). An event time without cells has null estimate. Terms
+        listed in an attached :class:`Inference` take its p-value, interval and label;
+        ``std_error`` stays analytical. Covariate rows carry their coefficient, the estimand
+        "covariate coefficient (not a causal effect)" and null extras.
         """
         crit = self.sup_t_critical(alpha)
         index = {e: i for i, e in enumerate(self.estimated)}
@@ -238,8 +240,9 @@ class EventStudyResult(_fe.ClusteredResult):
                 "binned": e in self.binned,
                 "reference": e == self.reference,
                 "n_treated_units": self.n_treated_units.get(e, 0),
-                "n_treated_stops": self.n_treated_stops.get(e, 0),
             }
+            if self._size_key is not None:
+                extra[self._size_key] = self.n_treated_stops.get(e, 0)
             if e in index:
                 est, se = float(self.estimates[index[e]]), float(se_all[index[e]])
                 stat, p, lo, hi = _fe.inference_stats(est, se, alpha, self._df)
@@ -289,6 +292,13 @@ class EventStudyResult(_fe.ClusteredResult):
                 )
             )
         return tidy_frame(rows)
+
+    @property
+    def _size_key(self) -> str | None:
+        """The tidy key of the treated size per bin: stops (race layout), trials (generic logit)."""
+        if self.layout == "race":
+            return "n_treated_stops"
+        return "n_treated_trials" if self.estimator == "logit" else None
 
     def _attached(self, term: str, p: float, lo: float, hi: float) -> tuple[float, float, float, str]:
         """p-value, interval and label of ``term``: from the attached inference when it lists the term."""
