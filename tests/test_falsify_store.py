@@ -331,3 +331,49 @@ def test_a_category_that_matches_nothing_says_so(store: Store) -> None:
 def test_warnings_name_the_check_they_are_about(store: Store) -> None:
     with pytest.warns(SparseCellWarning, match=r"^outcome:arrest_made: .* perfectly separated"):
         falsify(store, SPEC, outcomes=("arrest_made",), placebo_shifts=())
+
+
+def test_cli_falsify_json_equals_the_api(store: Store, result: FalsificationResult, tmp_path: Path) -> None:
+    """`stopdisparity falsify --json` prints the rows of the API's call on the same store and options."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from stopdisparity.cli import app
+
+    out = tmp_path / "falsify.json"
+    categories = tmp_path / "categories.json"
+    categories.write_text(json.dumps({"investigatory": CATEGORIES["investigatory"]}))
+    args = [
+        "falsify",
+        "--store",
+        str(store.root),
+        "--agency",
+        SHP,
+        "--agency",
+        SCHP,
+        "--json",
+        "--out",
+        str(out),
+    ]
+    args += [f"--reason-category=equipment={v}" for v in CATEGORIES["equipment"]]
+    args += ["--reason-categories", str(categories)]
+    run = CliRunner().invoke(app, args)
+    assert run.exit_code == 0, run.output
+    doc = json.loads(run.stdout)
+    assert json.loads(out.read_text()) == doc
+    rows = {r["check"]: r for r in doc["rows"]}
+    expected = result.tidy()
+    assert set(rows) == set(expected.get_column("check").to_list())
+    for api in expected.iter_rows(named=True):
+        assert rows[api["check"]]["estimate"] == pytest.approx(api["estimate"], rel=1e-12), api["check"]
+
+
+def test_cli_falsify_refuses_an_unknown_outcome(store: Store) -> None:
+    from typer.testing import CliRunner
+
+    from stopdisparity.cli import app
+
+    run = CliRunner().invoke(app, ["falsify", "--store", str(store.root), "--outcome", "arrested"])
+    assert run.exit_code == 2
+    assert "arrested" in run.output

@@ -32,6 +32,8 @@ __all__ = [
     "TreatmentSpec",
     "__version__",
     "build_panel",
+    "falsification_table",
+    "falsify",
     "fit_counts",
     "fit_did",
     "fit_did_panel",

@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # loaded lazily at run time, see _LAZY
     from stopdisparity.models.counts import fit_counts
     from stopdisparity.models.did import fit_did, fit_did_panel
     from stopdisparity.models.event_study import fit_event_study, fit_event_study_panel
-    from stopdisparity.models.falsification import falsification_table
+    from stopdisparity.models.falsification import falsification_table, falsify
 from stopdisparity.policy import TreatmentSpec, load_registry, treatment_timing
 from stopdisparity.sql import query_frame
 from stopdisparity.store import Store, open_store
@@ -71,6 +71,7 @@ _LAZY = {
     "fit_did": "stopdisparity.models.did",
     "fit_counts": "stopdisparity.models.counts",
     "falsification_table": "stopdisparity.models.falsification",
+    "falsify": "stopdisparity.models.falsification",
     "fit_event_study": "stopdisparity.models.event_study",
     "fit_did_panel": "stopdisparity.models.did",
     "fit_event_study_panel": "stopdisparity.models.event_study",
@@ -95,6 +96,7 @@ __all__ = [
     "TreatmentSpec",
     "build_panel",
     "falsification_table",
+    "falsify",
     "fit_counts",
     "fit_did",
     "fit_did_panel",

@@ -210,6 +210,25 @@ def summary(
         )
 
 
+def _race_pair_option(value: str, option: str = "--race-pair") -> tuple[str, str]:
+    """'focal,reference' -> (focal, reference), or a clear error naming the option."""
+    pair = tuple(r.strip() for r in value.split(","))
+    if len(pair) != 2 or not all(pair):
+        raise StopDisparityError(f"{option} must be two races separated by a comma; got {value!r}")
+    return pair  # type: ignore[return-value]
+
+
+def _years_option(value: str | None) -> tuple[int, int] | None:
+    """'2000-2015' (or '2010') -> (first, last); None when not given."""
+    if not value:
+        return None
+    first, _, last = value.partition("-")
+    try:
+        return (int(first), int(last or first))
+    except ValueError:
+        raise StopDisparityError(f"--years must be FIRST-LAST, e.g. 2000-2015; got {value!r}") from None
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return "NA"
@@ -283,14 +302,10 @@ def panel(
     from stopdisparity.policy import TreatmentSpec
 
     try:
-        span = None
-        if years:
-            first, _, last = years.partition("-")
-            span = (int(first), int(last or first))
         spec = PanelSpec(
             states=tuple(state or ()),
             agencies=tuple(agency or ()),
-            years=span,
+            years=_years_option(years),
             stop_types=tuple(stop_type or ()),
             reasons=tuple(reason or ()),
             period=period,  # type: ignore[arg-type]
@@ -463,11 +478,7 @@ def did(
                     f"{', '.join(given)} need(s) --outcome COL (a generic unit x period panel); the race "
                     "layout takes stops by race"
                 )
-            pair = tuple(r.strip() for r in race_pair.split(","))
-            if len(pair) != 2 or not all(pair):
-                raise StopDisparityError(
-                    f"--race-pair must be two races separated by a comma; got {race_pair!r}"
-                )
+            pair = _race_pair_option(race_pair)
             if store is not None:
                 from stopdisparity.panel import PanelSpec, build_panel
 
@@ -650,6 +661,117 @@ def _fit_did_tidy(
         extra = {"weights": weights} if estimator == "twfe-linear" else {}
         result = fit_did(frame, estimator=estimator, **common, **extra)  # type: ignore[arg-type]
     return _apply_inference(result, inference, draws, seed).tidy()
+
+
+def _reason_categories_option(items: list[str], file: Path | None) -> dict[str, list[str]]:
+    """--reason-category NAME=VALUE (repeat a NAME to add values) and/or a JSON file {name: [values]}."""
+    categories: dict[str, list[str]] = {}
+    if file is not None:
+        loaded = json.loads(file.read_text(encoding="utf-8"))
+        if not isinstance(loaded, dict):
+            raise StopDisparityError(f"{file}: must hold one JSON object {{name: [reason values]}}")
+        categories.update(loaded)
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise StopDisparityError(f"--reason-category must be NAME=REASON_VALUE; got {item!r}")
+        categories.setdefault(name.strip(), []).append(value)
+    return categories
+
+
+@app.command()
+def falsify(
+    store: Annotated[Path, typer.Option("--store", help="Store directory.")],
+    state: Annotated[list[str] | None, typer.Option("--state", help="States to keep; repeatable.")] = None,
+    agency: Annotated[list[str] | None, typer.Option("--agency", help="Stopping agency; repeatable.")] = None,
+    policy: Annotated[str, typer.Option(help="'287g' (shipped registry) or a policy CSV path.")] = "287g",
+    period: Annotated[str, typer.Option(help="month, quarter or year.")] = "month",
+    design: Annotated[str, typer.Option(help="spillover (default) or direct.")] = "spillover",
+    years: Annotated[str | None, typer.Option(help="First and last year, e.g. 2000-2015.")] = None,
+    race_pair: Annotated[str, typer.Option(help="Headline focal,reference races.")] = "hispanic,white",
+    placebo_pair: Annotated[str, typer.Option(help="Placebo focal,reference races.")] = "black,white",
+    placebo_shift: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--placebo-shift", help="Placebo adoption shift in periods; repeatable (default 2 years)."
+        ),
+    ] = None,
+    outcome: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--outcome", help="Boolean stop column; repeatable (default arrest_made, search_conducted)."
+        ),
+    ] = None,
+    reason_category: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--reason-category",
+            help="NAME=REASON_VALUE, e.g. 'equipment=Vehicle Equipment Violation'; repeat a NAME to add "
+            "values.",
+        ),
+    ] = None,
+    reason_categories_file: Annotated[
+        Path | None, typer.Option("--reason-categories", help="JSON file {name: [reason_for_stop values]}.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write rows, sample logs and lineage to this .json file.")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print rows, sample logs and lineage as one JSON document.")
+    ] = False,
+    memory_limit: Annotated[str, typer.Option(help="DuckDB memory limit.")] = "2GB",
+) -> None:
+    """The headline DiD with placebo, recording, placebo-date and post-stop outcome rows beside it.
+
+    Post-stop outcome rows condition on being stopped (Knox, Lowe & Mummolo 2020): descriptive.
+    """
+    from stopdisparity.models.falsification import falsify as run_falsify
+    from stopdisparity.panel import PanelSpec
+
+    try:
+        spec = PanelSpec(
+            states=tuple(state or ()),
+            agencies=tuple(agency or ()),
+            years=_years_option(years),
+            period=period,  # type: ignore[arg-type]
+            design=design,  # type: ignore[arg-type]
+        )
+        options: dict[str, Any] = {}
+        if outcome is not None:
+            options["outcomes"] = tuple(outcome)
+        categories = _reason_categories_option(reason_category or [], reason_categories_file)
+        result = run_falsify(
+            store,
+            spec,
+            policy=policy,
+            race_pair=_race_pair_option(race_pair),
+            placebo_pair=_race_pair_option(placebo_pair, "--placebo-pair"),
+            placebo_shifts=tuple(placebo_shift) if placebo_shift else None,
+            reason_categories=categories or None,
+            memory_limit=memory_limit,
+            **options,
+        )
+    except (StopDisparityError, ValueError, OSError) as e:
+        raise _fail(e) from e
+    doc = result.to_json()
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8")
+    if as_json:
+        _emit_json(doc)
+        return
+    tidy = result.tidy()
+    cols = [c for c in ("check", "estimate", "std_error", "p_value", "ci_low", "ci_high", "n_clusters",
+                        "n_treated_clusters", "n_stops", "outcome_missing") if c in tidy.columns]  # fmt: skip
+    _print_frame(tidy.select(cols), "Headline and falsification checks")
+    if result.outcome_counts().height:
+        _print_frame(result.outcome_counts(), "Post-stop outcomes: focal stops with / without / missing")
+        err.print(
+            "outcome rows condition on being stopped (Knox, Lowe & Mummolo 2020): descriptive, not causal",
+            highlight=False,
+        )
+    if out is not None:
+        err.print(f"wrote {out}")
 
 
 policy_app = typer.Typer(
