@@ -31,6 +31,12 @@ equal to ``pyfixest.fepois`` on the stacked rows with race-interacted fixed effe
 levels whose count is zero throughout (a county with no focal stops) have an infinite effect and are
 dropped, per race, and listed. Normal p-values and intervals, as pyfixest for GLMs.
 
+With few treated clusters, :func:`stopdisparity.models.inference.apply_inference` replaces the
+p-values and intervals of every row (``std_error`` stays the analytical one): ``cr3`` (cluster
+jackknife), ``score`` (Kline & Santos 2012 score bootstrap of each Poisson; the difference from the
+stacked Poisson's cluster scores) and ``ri`` (randomization inference over adoption paths); the wild
+bootstrap is for linear models only. The result's ``with_inference`` attaches them.
+
 References
 ----------
 Baker, S. G. (1994). The multinomial-Poisson transformation. Journal of the Royal Statistical Society
