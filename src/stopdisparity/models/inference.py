@@ -64,12 +64,16 @@ coefficient only (``pp_change`` keeps its analytical delta-method inference);
 :class:`~stopdisparity.models.counts.CountsResult` (``cr3``, ``score``, ``ri``; every row). The
 wild bootstrap is for the linear model only and refuses the GLMs.
 
-Speed (NC + SC county × month synth panel, 25,760 cells, G = 146, G₁ = 13, one BLAS thread, on a busy
-machine): score bootstrap 999 draws 0.1 s (p) / 1.7 s (p and interval, ~40 restricted fits); wild
-bootstrap 999 draws with interval 1.0 s; RI 999 permutations, linear with interval 2.0 s, logit p only
-25 s (chord-method refits, 128 assignments per block); CR3 of the logit 21 s (146 refits). With
-several BLAS threads competing for busy cores, small LAPACK calls slow the logit refits about
-tenfold; ``threadpoolctl``, when installed, is used to hold BLAS to one thread during RI.
+Speed (NC + SC county × month synth panel, 25,760 cells, G = 146, G₁ = 13, one BLAS thread, CPU
+seconds on a busy machine): score bootstrap 999 draws 0.1 s (p) / 1.7 s (p and interval, ~40
+restricted fits); wild bootstrap 999 draws with interval 1.0 s; RI 999 permutations, linear with
+interval 2.0 s, logit p only 11 s (chord-method refits, 128 assignments per block; 21 s before
+converged columns left the block) and p with interval 82 s (9 evaluations of all 999 refits by
+:func:`_invert_ri`; 456 s with bisection to 0.001 SE before); CR3 of the logit 21 s (146
+refits). Count model (twfe-poisson, both races, 51,648 rows): CR3 27 s; score bootstrap 0.3 s (p) /
+6.3 s (with intervals); RI p only 40 s (four Poisson refit sets: each race, and both races under the
+difference's null). With several BLAS threads competing for busy cores, small LAPACK calls slow the
+refits about tenfold; ``threadpoolctl``, when installed, is used to hold BLAS to one thread during RI.
 
 Ties: ``|t*| >= |t|`` is evaluated with a relative tolerance of 1e-8, so that the draw or assignment that
 reproduces the sample (all weights +1, the observed paths) counts whatever the rounding.
