@@ -1,57 +1,324 @@
-"""Monte Carlo validation of the headline estimator on the synth DGP (issue 5, section 6, design M).
+"""Monte Carlo validation of the headline estimators on the synth DGP (issue 5, section 6).
 
-Design M: 50 of NC+SC's 146 counties adopt at random dates in 2006-2010, the rest never do; the panel
-is shrunk (2005-2009, 600k stops a draw), not the number of draws. Acceptance (issue 5):
-|mean bias| < 3·sd/√R with R ≥ 200, and coverage of the 95% intervals within 0.916-0.978 at R = 500.
-Each scenario's draws are made once (module fixture; one xdist group per scenario).
+Design M: 50 of NC+SC's 146 counties adopt at random dates in 2006-2010, the rest never do (random
+design, a new draw of counties and dates each seed). Design F: the registry's real treated counties
+(13 in the window). Panels are shrunk (years and stops), never the number of draws. Acceptance (issue
+5): |mean bias| < 3·sd/√R with R ≥ 200 (sd of estimate − truth), coverage of the 95% intervals within
+0.916-0.978 at R = 500, each estimator scored against the estimand it claims (synth truth.json).
+Each scenario's draws are made once per process (one xdist group per scenario).
+
+Reproduce: ``OPENBLAS_NUM_THREADS=1 .venv/bin/python -m pytest -n 2 --dist loadgroup
+tests/test_monte_carlo.py`` (a few minutes); the summaries are printed with ``-s``.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from functools import cache
+from pathlib import Path
+from typing import Any
 
+import polars as pl
 import pytest
 
+from stopdisparity.models.counts import fit_counts
 from stopdisparity.models.did import fit_did
-from stopdisparity.montecarlo import MonteCarloResult, run
+from stopdisparity.models.event_study import fit_event_study
+from stopdisparity.montecarlo import (
+    Method,
+    MonteCarloResult,
+    estimand,
+    event_year_estimand,
+    inference_size,
+    run,
+    score_bootstrap_test,
+    wild_bootstrap_test,
+    zero,
+)
 from stopdisparity.synth import SynthSpec
 
-R = 500
-ROWS = 600_000
-YEARS = (2005, 2009)
-SCENARIOS = {"null": 0.0, "constant": 0.3}
+OUT = os.environ.get("STOPDISPARITY_MC_OUT")
+R_COVERAGE = 500  # coverage is asserted at R = 500 (issue 5)
+R_BIAS = 200  # bias-only checks need R >= 200
+COVERAGE_BAND = (0.916, 0.978)
+
+
+def _agency(name: str) -> Any:
+    return lambda f: f.filter(pl.col("agency") == name)
+
+
+_sp, _sheriff = _agency("state_patrol"), _agency("sheriff")
+
+
+def logit(f: pl.DataFrame) -> Any:
+    return fit_did(_sp(f))
+
+
+def linear(f: pl.DataFrame) -> Any:
+    return fit_did(_sp(f), estimator="twfe-linear")
+
+
+def counts(f: pl.DataFrame) -> Any:
+    return fit_counts(_sp(f))
+
+
+def counts_sheriff(f: pl.DataFrame) -> Any:
+    return fit_counts(_sheriff(f))
+
+
+def event_study(f: pl.DataFrame) -> Any:
+    """Window -6..+5: four testable leads (-5..-2; -6 is the binned far lead), so a pre-trend shows."""
+    return fit_event_study(_sp(f), window=(-6, 5))
+
+
+def absorbing(f: pl.DataFrame) -> Any:
+    """The headline with a treatment that ignores exits (on from adoption for good): misspecified in S5."""
+    adopted = (pl.col("first_treated") > 0) & (pl.col("period") >= pl.col("first_treated"))
+    return fit_did(_sp(f).with_columns(post=adopted), treatment="post")
+
+
+def pretrend_wald(result: Any) -> dict[str, float]:
+    t = result.pretrend_test()
+    nan = float("nan")
+    return {
+        "estimate": t["statistic"],
+        "p_value": t["p_value"],
+        "std_error": nan,
+        "ci_low": nan,
+        "ci_high": nan,
+    }
+
+
+PP = {"column": "pp_change", "std_error": "pp_std_error"}
+HEADLINE = [
+    Method("logit_cr1", logit),
+    Method("logit_pp", logit, estimand("att_pp"), **PP),
+    Method("logit_score", logit, test=score_bootstrap_test(draws=399)),
+]
+SECONDARY = [
+    Method("linear_cr1", linear, estimand("att_share")),
+    Method("linear_wild", linear, estimand("att_share"), test=wild_bootstrap_test(draws=399)),
+    Method("counts_hispanic", counts, term="in_force:hispanic"),
+    Method("counts_white", counts, zero, term="in_force:white"),
+    Method("counts_difference", counts, term="difference"),
+]
+M = {"design": "random", "n_treated": 50}
 
 
 @cache
-def draws(scenario: str) -> MonteCarloResult:
-    spec = SynthSpec(scenario=scenario, design="random", n_treated=50)
-    return run(spec, fit_did, draws=R, seed=1000, rows=ROWS, years=YEARS)
+def draws(name: str) -> MonteCarloResult:
+    """The draws of one scenario run (cached per process)."""
+    runs = {
+        # Design M, S0 and S1: the headline at R = 500 (coverage), other estimators at R = 200.
+        "m_null": (SynthSpec(scenario="null", **M), HEADLINE, R_COVERAGE, 600_000, (2005, 2009)),
+        "m_constant": (SynthSpec(scenario="constant", **M), HEADLINE, R_COVERAGE, 600_000, (2005, 2009)),
+        "m_constant_secondary": (
+            SynthSpec(scenario="constant", **M),
+            SECONDARY,
+            R_BIAS,
+            600_000,
+            (2005, 2009),
+        ),
+        "m_constant_event": (
+            SynthSpec(scenario="constant", **M),
+            [
+                Method("pretrend_wald", event_study, zero, row=pretrend_wald),
+                Method("event_0", event_study, event_year_estimand(0), term="event:0"),
+                Method("event_2", event_study, event_year_estimand(2), term="event:2"),
+            ],
+            R_BIAS,
+            1_500_000,
+            (2002, 2011),
+        ),
+        "m_dynamic": (
+            SynthSpec(scenario="dynamic", **M),
+            [Method("logit_cr1", logit)],
+            R_BIAS,
+            1_500_000,
+            (2005, 2015),
+        ),
+        "m_pretrend": (
+            SynthSpec(scenario="pretrend", **M),
+            [
+                Method("logit_cr1", logit),
+                Method("pretrend_wald", event_study, zero, row=pretrend_wald),
+                Method("event_-3", event_study, event_year_estimand(-3), term="event:-3"),
+            ],
+            R_BIAS,
+            1_500_000,
+            (2002, 2011),
+        ),
+        "m_composition": (
+            SynthSpec(scenario="composition", **M),
+            [
+                Method("logit_cr1", logit),
+                Method(
+                    "counts_hispanic", counts, estimand("att_logodds_composition"), term="in_force:hispanic"
+                ),
+                Method("counts_white", counts, zero, term="in_force:white"),
+                Method(
+                    "sheriff_hispanic",
+                    counts_sheriff,
+                    estimand("att_logodds_composition"),
+                    term="in_force:hispanic",
+                ),
+            ],
+            R_BIAS,
+            600_000,
+            (2005, 2009),
+        ),
+        "m_switch_off": (
+            SynthSpec(scenario="switch_off", **M),
+            [Method("logit_cr1", logit), Method("absorbing", absorbing)],
+            R_BIAS,
+            1_200_000,
+            (2005, 2014),
+        ),
+    }
+    spec, methods, r, rows, years = runs[name]
+    result = run(spec, methods, draws=r, seed=1000, rows=rows, years=years, agency=None)
+    if OUT:  # STOPDISPARITY_MC_OUT=DIR keeps every run's summary (the figures reported on the issue)
+        Path(OUT).mkdir(parents=True, exist_ok=True)
+        result.summaries.write_csv(Path(OUT) / f"{name}.csv")
+    return result
+
+
+def group(name: str) -> Any:
+    return pytest.param(name, marks=pytest.mark.xdist_group(f"mc_{name}"))
+
+
+def assert_unbiased(s: dict[str, Any]) -> None:
+    assert s["draws"] >= R_BIAS
+    assert abs(s["mean_bias"]) < 3 * s["sd_error"] / s["draws"] ** 0.5, s
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "scenario", [pytest.param(s, marks=pytest.mark.xdist_group(f"mc_{s}")) for s in SCENARIOS]
-)
-def test_twfe_logit_design_m_unbiased(scenario: str) -> None:
-    s = draws(scenario).summary
-    assert s["draws"] == R
-    assert s["mean_truth"] == pytest.approx(SCENARIOS[scenario])
-    assert abs(s["mean_bias"]) < 3 * s["sd"] / R**0.5, s
-    if scenario == "constant":
+@pytest.mark.parametrize("name", [group("m_null"), group("m_constant")])
+def test_headline_design_m_unbiased(name: str) -> None:
+    res = draws(name)
+    for method in ("logit_cr1", "logit_pp"):
+        s = res.summary_of(method)
+        assert s["draws"] == R_COVERAGE
+        assert_unbiased(s)
+    s = res.summary_of("logit_cr1")
+    assert s["mean_truth"] == pytest.approx(0.0 if name == "m_null" else 0.3)
+    if name == "m_constant":
         assert s["rejection_rate"] > 0.9, s  # power against θ = 0.3 at this size
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [group("m_null"), group("m_constant")])
+def test_score_bootstrap_design_m_coverage(name: str) -> None:
+    s = draws(name).summary_of("logit_score")
+    assert s["draws"] == R_COVERAGE
+    assert COVERAGE_BAND[0] <= s["coverage"] <= COVERAGE_BAND[1], s
 
 
 @pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
-    reason="NOT MET (measured): CR1 by county under-covers at design M — coverage 0.902 (S0) and 0.896 (S1) "
-    "at R = 500; mean CR1 SE / sd of estimates = 0.86 (0.90 without the AR(1) shock). Few effective "
-    "clusters: stops concentrate in large counties. The bootstrap/CR3 inference of issue 5 section 3 "
-    "is the remedy to validate next; the acceptance band is not loosened.",
+    reason="NOT MET (measured): CR1 by county under-covers at design M - coverage 0.896 (S1) at R = 500, "
+    "mean CR1 SE / sd of the errors 0.85; the delta-method pp interval likewise (0.894). The treatment's "
+    "information (sum of n p(1-p) x~^2 by county) is concentrated: its inverse Herfindahl gives 15-30 "
+    "effective clusters of 146 and one county holds 9-19% of it. With no AR(1) shock, the model-based "
+    "SE is 0.96 of the sd of the estimates while CR1 is 0.89: CR1 is biased down by the few effective "
+    "clusters (MacKinnon & Webb 2017), not mis-computed (pyfixest equality tests). The score bootstrap "
+    "covers (test above). The band is not loosened.",
 )
-@pytest.mark.parametrize(
-    "scenario", [pytest.param(s, marks=pytest.mark.xdist_group(f"mc_{s}")) for s in SCENARIOS]
+@pytest.mark.parametrize("name", [group("m_null"), group("m_constant")])
+def test_cr1_design_m_coverage(name: str) -> None:
+    res = draws(name)
+    for method in ("logit_cr1", "logit_pp"):
+        s = res.summary_of(method)
+        assert COVERAGE_BAND[0] <= s["coverage"] <= COVERAGE_BAND[1], s
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("mc_m_constant_secondary")
+def test_linear_and_counts_design_m_unbiased() -> None:
+    res = draws("m_constant_secondary")
+    for method in ("linear_cr1", "counts_hispanic", "counts_white", "counts_difference"):
+        assert_unbiased(res.summary_of(method))
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("mc_m_constant_event")
+def test_event_study_design_m() -> None:
+    """S1: event-time coefficients recover their truths (no pre-trend planted)."""
+    res = draws("m_constant_event")
+    assert_unbiased(res.summary_of("event_0"))
+    assert_unbiased(res.summary_of("event_2"))
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("mc_m_constant_event")
+@pytest.mark.xfail(
+    strict=True,
+    reason="NOT MET (measured): the Wald pre-test of 4 leads with the CR1 covariance rejects 0.18 of 200 "
+    "draws at 5% with no pre-trend (design M, S1). Same cause as the CR1 under-coverage: the leads' "
+    "information is concentrated in ~20 effective clusters, so CR1 understates their covariance. No "
+    "bound is loosened; a bootstrap pre-test is the remedy to build.",
 )
-def test_twfe_logit_design_m_cr1_coverage(scenario: str) -> None:
-    s = draws(scenario).summary
-    assert 0.916 <= s["coverage"] <= 0.978, s
+def test_event_study_pretest_size_design_m() -> None:
+    wald = draws("m_constant_event").summary_of("pretrend_wald")
+    assert wald["rejection_rate"] <= 0.10, wald
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("mc_m_dynamic")
+def test_s2_twfe_visibly_biased() -> None:
+    """S2 (heterogeneous, dynamic, all eventually treated): TWFE is biased — the staggered issue fixes it."""
+    s = draws("m_dynamic").summary_of("logit_cr1")
+    assert s["mean_bias"] < -5 * s["mcse_bias"], s
+    assert s["mean_bias"] < -0.1 * s["mean_truth"], s  # a visible share of the truth, not a rounding
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("mc_m_pretrend")
+def test_s3_leads_detect_pretrend() -> None:
+    res = draws("m_pretrend")
+    wald = res.summary_of("pretrend_wald")
+    assert wald["rejection_rate"] > 0.8, wald
+    assert_unbiased(res.summary_of("event_-3"))  # the lead estimates the planted pre-trend
+    s = res.summary_of("logit_cr1")  # the pre-trend biases the TWFE estimate upwards
+    assert s["mean_bias"] > 5 * s["mcse_bias"], s
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("mc_m_composition")
+def test_s4_composition_shows_in_counts() -> None:
+    """S4: the share model 'finds' the composition change; race-specific counts show where it is from:
+    Hispanic stops fall, White stops do not, and the sheriff's Hispanic stops fall too."""
+    res = draws("m_composition")
+    for method in ("logit_cr1", "counts_hispanic", "counts_white", "sheriff_hispanic"):
+        assert_unbiased(res.summary_of(method))
+    s = res.summary_of("logit_cr1")
+    assert s["mean_truth"] == pytest.approx(-0.3)
+    assert s["rejection_rate"] > 0.9, s
+    assert res.summary_of("counts_white")["rejection_rate"] <= 0.10
+    assert res.summary_of("sheriff_hispanic")["rejection_rate"] > 0.5
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("mc_m_switch_off")
+def test_s5_switch_off() -> None:
+    """S5: half the agreements end; in_force recovers θ, an absorbing treatment is biased toward 0."""
+    res = draws("m_switch_off")
+    assert_unbiased(res.summary_of("logit_cr1"))
+    wrong = res.summary_of("absorbing")
+    assert wrong["mean_estimate"] < 0.3 - 5 * wrong["mcse_bias"], wrong
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("mc_design_f")
+def test_design_f_inference_size() -> None:
+    """Design F (registry counties, S0): rejection rates of CR1, bootstrap and RI; wild and RI <= 0.10."""
+    size = inference_size(draws=R_BIAS, ri_draws=99, boot_draws=399, rows=800_000, years=(2005, 2010))
+    if OUT:
+        Path(OUT).mkdir(parents=True, exist_ok=True)
+        (Path(OUT) / "design_f.json").write_text(json.dumps(size, indent=2))
+    rates = {m["method"]: m["rejection_rate"] for m in size["methods"]}
+    assert set(rates) == {"logit_cr1", "logit_score", "logit_ri", "linear_cr1", "linear_wild", "linear_ri"}
+    for method in ("logit_score", "logit_ri", "linear_wild", "linear_ri"):
+        assert rates[method] <= 0.10, (method, size)

@@ -1,10 +1,17 @@
 """Monte Carlo harness: repeated synth draws with a planted effect, scored against the DGP's truth.
 
-Each draw takes the cell-level process (:func:`stopdisparity.synth.cells`) with its own seed, fits an
-estimator, and compares the estimate with the realised true value of the estimand it claims
-(:func:`stopdisparity.synth.truth`). The summary gives the mean bias with its Monte Carlo standard
-error, the spread of the estimates, the coverage of the reported confidence intervals and the
-rejection rate of H0: no effect — the acceptance rules of the validation suite are stated on these.
+Each draw takes the cell-level process (:func:`stopdisparity.synth.cells`) with its own seed, fits
+every :class:`Method` on it (a fit shared by several methods is made once per draw), and compares each
+estimate with the realised true value of the estimand the method claims
+(:func:`stopdisparity.synth.truth`). The summary gives, per method, the mean bias with its Monte Carlo
+standard error, the spread of the estimates, the coverage of the 95% intervals and the rejection rate
+of H0: no effect — the acceptance rules of the validation suite are stated on these.
+
+Coverage is scored on the interval the method reports. For a method whose interval is the inversion
+of a test (bootstrap, randomization inference) the harness asks the test directly: the interval covers
+the truth exactly when the test of H0: β = truth does not reject (up to the bisection tolerance of the
+numerical inversion), so ``test(truth) >= alpha`` is the coverage event and ``test(0) < alpha`` the
+rejection event, at the cost of one or two tests instead of a full inversion.
 
 References
 ----------
@@ -16,7 +23,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,87 +34,399 @@ from stopdisparity.synth import SynthSpec, cells, truth
 
 #: Fits one draw's cells and returns a result with ``tidy()``.
 FitFn = Callable[[pl.DataFrame], Any]
+#: A draw's truth (the :func:`stopdisparity.synth.truth` dictionary) to the value a method claims.
+EstimandFn = Callable[[Mapping[str, Any]], float]
+#: ``(result, b0) -> p-value of H0: parameter = b0`` for a test-inversion interval.
+TestFn = Callable[[Any, float], float]
+#: ``result -> {estimate, std_error, p_value, ci_low, ci_high}`` for methods that are not a tidy row.
+RowFn = Callable[[Any], Mapping[str, float]]
+
+_SUMMARY_SCHEMA: dict[str, Any] = {
+    "method": pl.String,
+    "draws": pl.Int64,
+    "mean_estimate": pl.Float64,
+    "mean_truth": pl.Float64,
+    "mean_bias": pl.Float64,
+    "sd": pl.Float64,
+    "sd_error": pl.Float64,
+    "mcse_bias": pl.Float64,
+    "mean_std_error": pl.Float64,
+    "se_ratio": pl.Float64,
+    "coverage": pl.Float64,
+    "mcse_coverage": pl.Float64,
+    "rejection_rate": pl.Float64,
+    "mcse_rejection": pl.Float64,
+}
+
+
+def estimand(key: str) -> EstimandFn:
+    """The truth of ``truth()["estimands"][key]`` (``att_logodds``, ``att_share``, ``att_pp`` ...)."""
+
+    def get(t: Mapping[str, Any]) -> float:
+        value = t["estimands"][key]
+        return math.nan if value is None else float(value)
+
+    get.__name__ = key
+    return get
+
+
+def event_year_estimand(event_year: int, reference: int = -1) -> EstimandFn:
+    """The truth of an event-study coefficient β_e, relative to the omitted event year.
+
+    The log-odds effect plus the planted pre-trend at ``event_year``, minus the same at ``reference``.
+    """
+
+    def get(t: Mapping[str, Any]) -> float:
+        rows = {r["event_year"]: r for r in t["event_time_years"]}
+
+        def level(e: int) -> float:
+            r = rows.get(e)
+            if r is None or r["att_logodds"] is None:
+                return math.nan
+            return float(r["att_logodds"]) + float(r["pretrend_logodds"] or 0.0)
+
+        return level(event_year) - level(reference)
+
+    get.__name__ = f"event_year_{event_year}"
+    return get
+
+
+#: The headline estimand, the default of :class:`Method`.
+ATT_LOGODDS: EstimandFn = estimand("att_logodds")
+
+
+def zero(_: Mapping[str, Any]) -> float:
+    """A null estimand (e.g. the reference race's count change when only the focal race moves)."""
+    return 0.0
+
+
+def score_bootstrap_test(draws: int = 999, seed: int = 1, weights: str = "rademacher") -> TestFn:
+    """``test(result, b0)``: the Kline-Santos score bootstrap p-value of H0: β = b0 (``twfe-logit``)."""
+
+    def test(result: Any, b0: float) -> float:
+        from stopdisparity.models import inference
+
+        return inference.score_bootstrap_setup(result, draws=draws, weights=weights, seed=seed).p_value(b0)  # type: ignore[arg-type]
+
+    return test
+
+
+def wild_bootstrap_test(draws: int = 999, seed: int = 1, weights: str = "webb") -> TestFn:
+    """``test(result, b0)``: the wild cluster restricted bootstrap p-value of H0: β = b0 (linear)."""
+
+    def test(result: Any, b0: float) -> float:
+        from stopdisparity.models import inference
+
+        return inference.wild_bootstrap_setup(result, draws=draws, weights=weights, seed=seed).p_value(b0)  # type: ignore[arg-type]
+
+    return test
+
+
+def ri_test(draws: int = 999, seed: int = 1, within: str | None = "state") -> TestFn:
+    """``test(result, 0)``: the randomization-inference p-value of H0: no effect (adoption paths permuted).
+
+    Only the null of no effect is available (the harness asks for it alone when the truth is 0);
+    a non-zero ``b0`` raises, so RI coverage is not scored where the truth is not 0.
+    """
+
+    def test(result: Any, b0: float) -> float:
+        from stopdisparity.models import inference
+
+        if b0 != 0.0:
+            raise SpecificationError(f"ri_test scores H0: no effect only; asked for b0 = {b0!r}")
+        ri = inference.randomization_inference(result, draws=draws, seed=seed, within=within, ci=False)
+        return float(ri.tidy().get_column("p_value")[0])
+
+    return test
+
+
+@dataclass(frozen=True, slots=True)
+class Method:
+    """One estimator-and-inference combination, scored against the estimand it claims.
+
+    Parameters
+    ----------
+    name
+        Label of the method in the draws and summary tables.
+    fit
+        Fits a draw's cells; methods given the *same* function object share one fit per draw.
+    estimand
+        The truth the method claims (:func:`estimand`, :func:`event_year_estimand`, :func:`zero`).
+    term
+        Tidy row to score (None: the first row, the headline term).
+    column, std_error
+        Tidy columns holding the estimate and its standard error (e.g. ``pp_change`` and
+        ``pp_std_error``). When ``column`` is not ``estimate`` the interval is the normal one.
+    test
+        For a test-inversion interval: ``test(result, b0)`` gives the p-value of H0: β = b0; coverage
+        and rejection are then scored from the test (see the module notes).
+    row
+        Instead of a tidy row: a function of the result giving estimate, std_error, p_value, ci_low and
+        ci_high (e.g. a pre-trend Wald test: estimate = statistic, no interval).
+    """
+
+    name: str
+    fit: FitFn
+    estimand: EstimandFn = ATT_LOGODDS
+    term: str | None = None
+    column: str = "estimate"
+    std_error: str = "std_error"
+    test: TestFn | None = None
+    row: RowFn | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class MonteCarloResult:
-    """Per-draw estimates and their summary against the truth."""
+    """Per-draw, per-method scores (``draws``) and their summary against the truth."""
 
     draws: pl.DataFrame
-    estimand: str
     spec: SynthSpec
+    alpha: float = 0.05
 
     @property
-    def summary(self) -> dict[str, float]:
-        """R, mean estimate, truth, mean bias, sd, Monte Carlo SE of the bias, coverage, rejection rate."""
-        d = self.draws
+    def summaries(self) -> pl.DataFrame:
+        """One row per method: the performance measures of Morris et al. (2019, table 6).
+
+        Draws, mean estimate and truth, bias and its MCSE, the sd of the estimates and of the errors
+        (estimate - truth: they differ when the realised truth varies by draw), mean SE and SE / sd of
+        the errors, coverage and rejection rate with their binomial MCSEs.
+        """
+        rows = [self.summary_of(m) for m in self.draws.get_column("method").unique(maintain_order=True)]
+        return pl.DataFrame(rows, schema=_SUMMARY_SCHEMA)
+
+    def summary_of(self, method: str) -> dict[str, Any]:
+        """The summary row of one method."""
+        d = self.draws.filter(pl.col("method") == method)
         r = d.height
+        if r == 0:
+            raise SpecificationError(
+                f"no draws for method {method!r}; methods: {self.draws['method'].unique().to_list()}"
+            )
         bias = d["estimate"] - d["truth"]
         sd = float(d["estimate"].std()) if r > 1 else math.nan
-        covered = (d["ci_low"] <= d["truth"]) & (d["truth"] <= d["ci_high"])
+        sd_error = float(bias.std()) if r > 1 else math.nan
+        mean_se = _mean(d["std_error"])
+        coverage = _mean(d["covered"].cast(pl.Float64))
+        rejection = _mean(d["rejected"].cast(pl.Float64))
         return {
+            "method": method,
             "draws": r,
-            "mean_estimate": float(d["estimate"].mean()),
-            "mean_truth": float(d["truth"].mean()),
-            "mean_bias": float(bias.mean()),
+            "mean_estimate": _mean(d["estimate"]),
+            "mean_truth": _mean(d["truth"]),
+            "mean_bias": _mean(bias),
             "sd": sd,
-            "mcse_bias": sd / math.sqrt(r),
-            "coverage": float(covered.mean()),
-            "rejection_rate": float((d["p_value"] < 0.05).mean()),
-            "mean_std_error": float(d["std_error"].mean()),
+            "sd_error": sd_error,
+            "mcse_bias": sd_error / math.sqrt(r),
+            "mean_std_error": mean_se,
+            "se_ratio": mean_se / sd_error if sd_error and sd_error > 0 else math.nan,
+            "coverage": coverage,
+            "mcse_coverage": math.sqrt(coverage * (1 - coverage) / r),
+            "rejection_rate": rejection,
+            "mcse_rejection": math.sqrt(rejection * (1 - rejection) / r),
         }
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """The summary of the only method (raises when there are several: use :meth:`summary_of`)."""
+        methods = self.draws.get_column("method").unique(maintain_order=True).to_list()
+        if len(methods) != 1:
+            raise SpecificationError(f"several methods ({methods}); use summary_of(name) or summaries")
+        return self.summary_of(methods[0])
+
+
+def _mean(s: pl.Series) -> float:
+    v = s.drop_nulls().drop_nans() if s.dtype.is_float() else s.drop_nulls()
+    return float(v.mean()) if v.len() else math.nan  # type: ignore[arg-type]
+
+
+def _score(method: Method, result: Any, target: float, alpha: float) -> dict[str, Any]:
+    if method.row is not None:
+        row = dict(method.row(result))
+    else:
+        tidy = result.tidy(alpha=alpha)
+        if method.term is not None:
+            tidy = tidy.filter(pl.col("term") == method.term)
+            if tidy.height != 1:
+                raise SpecificationError(f"method {method.name!r}: no single tidy row {method.term!r}")
+        t = tidy.row(0, named=True)
+        est, se = t[method.column], t[method.std_error]
+        if method.column == "estimate":
+            row = {k: t[k] for k in ("estimate", "std_error", "p_value", "ci_low", "ci_high")}
+        else:
+            from stopdisparity.models._fe import inference_stats
+
+            _, p, lo, hi = inference_stats(est, se, alpha)
+            row = {"estimate": est, "std_error": se, "p_value": p, "ci_low": lo, "ci_high": hi}
+    if method.test is not None:
+        p0 = method.test(result, 0.0)
+        null_truth = abs(target) <= 1e-12  # S0 truths are 0 up to rounding (e.g. a share difference)
+        p_truth = p0 if null_truth else method.test(result, target)
+        row["p_value"] = p0
+        covered, rejected = p_truth >= alpha, p0 < alpha
+    else:
+        lo, hi = row.get("ci_low", math.nan), row.get("ci_high", math.nan)
+        covered = (lo <= target <= hi) if math.isfinite(lo) and math.isfinite(hi) else None
+        rejected = row["p_value"] < alpha if math.isfinite(row["p_value"]) else None
+    return {
+        "method": method.name,
+        "estimate": float(row["estimate"]),
+        "std_error": float(row.get("std_error", math.nan)),
+        "p_value": float(row["p_value"]),
+        "truth": float(target),
+        "covered": covered,
+        "rejected": rejected,
+    }
 
 
 def run(
     spec: SynthSpec,
-    fit: FitFn,
+    methods: Method | FitFn | Sequence[Method],
     *,
     draws: int,
     seed: int,
     rows: int,
     years: tuple[int, int] | None = None,
-    agency: str = "state_patrol",
-    estimand: str = "att_logodds",
+    agency: str | None = "state_patrol",
+    alpha: float = 0.05,
 ) -> MonteCarloResult:
-    """Draw ``draws`` panels from ``spec`` (seeds ``seed .. seed+draws-1``), fit each, score against truth.
+    """Draw ``draws`` panels from ``spec`` (seeds ``seed .. seed+draws-1``), fit, score against truth.
 
     Parameters
     ----------
     spec
         The data-generating process.
-    fit
-        Fits a long cell panel (one row per county × period × race) and returns a result whose first
-        tidy row is the estimate of ``estimand``.
+    methods
+        The methods to score. A bare fit function is one method named ``fit`` claiming
+        ``att_logodds`` from the first tidy row.
     draws, seed
         Number of draws and the first seed (draw ``i`` uses ``seed + i``: reproducible and disjoint).
     rows, years
         Stops per draw and the years kept (shrink the panel, not the number of draws).
     agency
-        The stopping agency whose cells are fitted.
-    estimand
-        Key of ``truth()["estimands"]`` the estimator claims (``att_logodds``, ``att_pp``, ...).
+        The stopping agency whose cells are fitted (None: every agency's cells, with ``agency``).
+    alpha
+        Level: intervals are 1 - alpha, rejection at alpha.
+
+    Returns
+    -------
+    MonteCarloResult
+        ``draws`` has one row per draw × method: draw, seed, method, estimate, std_error, p_value
+        (of H0: no effect), truth, covered, rejected.
     """
     if draws < 1:
         raise SpecificationError(f"draws must be >= 1; got {draws!r}")
-    records = []
+    if not (0 < alpha < 1):
+        raise SpecificationError(f"alpha must be in (0, 1); got {alpha!r}")
+    if callable(methods) and not isinstance(methods, Method):
+        methods = [Method("fit", methods)]
+    elif isinstance(methods, Method):
+        methods = [methods]
+    methods = list(methods)
+    names = [m.name for m in methods]
+    if not methods or len(set(names)) != len(names):
+        raise SpecificationError(f"methods must be a non-empty list with distinct names; got {names}")
+    records: list[dict[str, Any]] = []
     for i in range(draws):
         s = seed + i
-        frame = cells(spec, seed=s, rows=rows, years=years).filter(pl.col("agency") == agency)
+        frame = cells(spec, seed=s, rows=rows, years=years)
+        if agency is not None:
+            frame = frame.filter(pl.col("agency") == agency)
         frame = frame.with_columns(pl.col("period").cast(pl.Int64), pl.col("first_treated").cast(pl.Int64))
+        t = truth(spec, seed=s, rows=rows, years=years)
+        fitted: dict[int, Any] = {}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", StopDisparityWarning)
-            row = fit(frame).tidy().row(0, named=True)
-        target = truth(spec, seed=s, rows=rows, years=years)["estimands"][estimand]
-        records.append(
-            {
-                "draw": i,
-                "seed": s,
-                "estimate": row["estimate"],
-                "std_error": row["std_error"],
-                "p_value": row["p_value"],
-                "ci_low": row["ci_low"],
-                "ci_high": row["ci_high"],
-                "truth": float(target),
-            }
-        )
-    return MonteCarloResult(pl.DataFrame(records), estimand, spec)
+            for m in methods:
+                key = id(m.fit)
+                if key not in fitted:
+                    fitted[key] = m.fit(frame)
+                records.append({"draw": i, "seed": s, **_score(m, fitted[key], m.estimand(t), alpha)})
+    schema = {
+        "draw": pl.Int64,
+        "seed": pl.Int64,
+        "method": pl.String,
+        "estimate": pl.Float64,
+        "std_error": pl.Float64,
+        "p_value": pl.Float64,
+        "truth": pl.Float64,
+        "covered": pl.Boolean,
+        "rejected": pl.Boolean,
+    }
+    return MonteCarloResult(pl.DataFrame(records, schema=schema), spec, alpha)
+
+
+def inference_size(
+    *,
+    draws: int = 500,
+    seed: int = 5000,
+    rows: int = 1_000_000,
+    years: tuple[int, int] = (2005, 2012),
+    boot_draws: int = 999,
+    ri_draws: int = 999,
+    alpha: float = 0.05,
+) -> dict[str, Any]:
+    """Rejection rates under S0 at design F: the registry's real NC+SC treated counties.
+
+    With 13 treated counties (one holding about a fifth of their stops) the analytical CR1 test is
+    expected to over-reject (MacKinnon & Webb 2017); the score bootstrap (logit), the wild cluster
+    restricted bootstrap (linear, Webb weights) and randomization inference over adoption paths within
+    state are the remedies whose size this measures. Returns a JSON-ready dictionary (what
+    ``bench/inference_size.py`` writes to ``bench/inference_size.json``).
+
+    References
+    ----------
+    MacKinnon, J. G. & Webb, M. D. (2017). Wild bootstrap inference for wildly different cluster sizes.
+    Journal of Applied Econometrics 32(2), 233-254. https://doi.org/10.1002/jae.2508
+    """
+    from stopdisparity.models._fe import package_versions
+    from stopdisparity.models.did import fit_did
+
+    def logit(f: pl.DataFrame) -> Any:
+        return fit_did(f)
+
+    def linear(f: pl.DataFrame) -> Any:
+        return fit_did(f, estimator="twfe-linear")
+
+    share = estimand("att_share")
+    methods = [
+        Method("logit_cr1", logit),
+        Method("logit_score", logit, test=score_bootstrap_test(boot_draws)),
+        Method("logit_ri", logit, test=ri_test(ri_draws)),
+        Method("linear_cr1", linear, share),
+        Method("linear_wild", linear, share, test=wild_bootstrap_test(boot_draws)),
+        Method("linear_ri", linear, share, test=ri_test(ri_draws)),
+    ]
+    spec = SynthSpec(scenario="null", design="registry")
+    result = run(spec, methods, draws=draws, seed=seed, rows=rows, years=years, alpha=alpha)
+    return {
+        "what": "rejection rates of H0: no effect at level alpha under S0 (no effect), design F",
+        "design": "F: SynthSpec(scenario='null', design='registry') - the shipped registry's NC+SC counties",
+        "draws": draws,
+        "seeds": [seed, seed + draws - 1],
+        "rows_per_draw": rows,
+        "years": list(years),
+        "alpha": alpha,
+        "bootstrap_draws": boot_draws,
+        "ri_permutations": ri_draws,
+        "methods": result.summaries.select(
+            "method", "draws", "rejection_rate", "mcse_rejection", "mean_estimate", "sd", "mean_std_error"
+        ).to_dicts(),
+        "versions": package_versions(),
+    }
+
+
+__all__ = [
+    "ATT_LOGODDS",
+    "EstimandFn",
+    "FitFn",
+    "Method",
+    "MonteCarloResult",
+    "estimand",
+    "event_year_estimand",
+    "inference_size",
+    "ri_test",
+    "run",
+    "score_bootstrap_test",
+    "wild_bootstrap_test",
+    "zero",
+]
