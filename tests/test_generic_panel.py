@@ -205,6 +205,7 @@ def test_generic_event_study_logit_equals_race_layout():
 
 
 # ------------------------------------------------------------------------------- linear: pyfixest
+@pytest.mark.reference
 @pytest.mark.filterwarnings("ignore:The inplace keyword")
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "aweights"])
 def test_linear_with_covariates_equals_pyfixest(weighted):
@@ -294,6 +295,7 @@ def test_logit_with_covariate_equals_statsmodels_dummies():
 
 
 # -------------------------------------------------------------------------------- event study
+@pytest.mark.reference
 @pytest.mark.filterwarnings("ignore:The inplace keyword")
 def test_event_study_recovers_planted_effect_and_matches_pyfixest():
     pf = pyfixest()

@@ -74,6 +74,7 @@ def ref_row(reference: pl.DataFrame, model: str, term: str) -> dict:
         ("twfe-poisson-stacked", "difference"),
     ],
 )
+@pytest.mark.reference
 def test_race_specific_against_pyfixest(counts, reference, model, term):
     row = ref_row(reference, model, term)
     i = counts.terms.index(term)
@@ -84,6 +85,7 @@ def test_race_specific_against_pyfixest(counts, reference, model, term):
     assert counts.small_samples[i].factor == pytest.approx(row["ssc_factor"], rel=1e-12)
 
 
+@pytest.mark.reference
 def test_two_race_against_pyfixest(two_race, reference):
     row = ref_row(reference, "twfe-poisson-two-race", "difference")
     assert two_race.estimates[0] == pytest.approx(row["estimate"], rel=RTOL_GLM_COEF)
@@ -92,6 +94,7 @@ def test_two_race_against_pyfixest(two_race, reference):
     assert two_race.small_samples[0].factor == pytest.approx(row["ssc_factor"], rel=1e-12)
 
 
+@pytest.mark.reference
 @pytest.mark.filterwarnings("ignore:The inplace keyword")
 def test_pyfixest_live(ref_panel, counts, two_race):
     pytest.importorskip("pyfixest")

@@ -221,6 +221,7 @@ class TestStopLevelLogit:
 _FITS: dict[tuple, DidResult] = {}
 
 
+@pytest.mark.reference
 class CheckPyfixest:
     """res1 (ours) against res2 (pyfixest reference row): coefficient, SE, N, G, small-sample factor."""
 
@@ -273,6 +274,7 @@ class TestPyfixestLinearUnitEqual(CheckPyfixest):
     kwargs: ClassVar[dict] = {"estimator": "twfe-linear", "weights": "unit-equal"}
 
 
+@pytest.mark.reference
 def test_reference_files_record_versions(reference, ref_panel):
     for col in ("pyfixest_version", "numpy_version", "pandas_version", "python_version", "call"):
         assert reference.get_column(col).null_count() == 0
@@ -280,6 +282,7 @@ def test_reference_files_record_versions(reference, ref_panel):
     assert ref_panel.group_by("county_fips").agg(pl.col("in_force").any()).get_column("in_force").sum() == 10
 
 
+@pytest.mark.reference
 @pytest.mark.filterwarnings("ignore:The inplace keyword")
 def test_pyfixest_live(ref_panel):
     """Rerun the reference pyfixest calls now and compare (checks the installed pyfixest too)."""
