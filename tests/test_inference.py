@@ -361,7 +361,7 @@ def test_ri_logit_sharp_null_offset_equals_statsmodels(logit: DidResult) -> None
     beta0 = 0.2
     des = inf._design(logit)
     asg = inf.adoption_assignments(logit)
-    t_star = inf._ri_t_star(*inf._model(logit), asg)
+    t_star = inf._ri_t_star(logit, *inf._model(logit), asg)
     fast = t_star(0, beta0)
     s = logit.sample
     n = s.get_column("n").to_numpy()

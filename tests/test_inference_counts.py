@@ -259,7 +259,7 @@ def test_ri_races_equal_refits_of_permuted_panels(
     expected = np.array(t_star)
     asg = inf.adoption_assignments(counts)
     assert asg.exact and asg.assign.shape[0] == len(assignments) == 180
-    fast = inf._ri_t_star(*inf._model(counts), asg)
+    fast = inf._ri_t_star(counts, *inf._model(counts), asg)
     for i in range(2):
         np.testing.assert_allclose(np.sort(fast(i, 0.0)), np.sort(expected[:, i]), rtol=RTOL_GLM)
     out = inf.randomization_inference(counts, ci=False).tidy()
@@ -277,7 +277,7 @@ def test_ri_sharp_null_equals_statsmodels(
 ) -> None:
     i = counts.terms.index(term)
     expected = brute_ri_t(counts, assignments, term, beta0)
-    fast = inf._ri_t_star(*inf._model(counts), inf.adoption_assignments(counts))(i, beta0)
+    fast = inf._ri_t_star(counts, *inf._model(counts), inf.adoption_assignments(counts))(i, beta0)
     np.testing.assert_allclose(np.sort(fast), np.sort(expected), rtol=RTOL_GLM)
     t = (counts.estimates[i] - beta0) / counts.std_errors[i]
     assert np.isclose(expected, t, rtol=1e-8).any()  # the observed assignment reproduces the sample t
@@ -323,11 +323,11 @@ def test_every_row_covered_std_error_unchanged(counts: CountsResult, method: str
 
 
 def test_refusals(counts: CountsResult) -> None:
-    with pytest.raises(SpecificationError, match=r"applies to twfe-linear.*'twfe-poisson'"):
+    with pytest.raises(SpecificationError, match=r"applies to linear results \(twfe-linear.*'twfe-poisson'"):
         inf.apply_inference(counts, "wild")
-    with pytest.raises(SpecificationError, match=r"needs a DidResult .* or a CountsResult"):
+    with pytest.raises(SpecificationError, match=r"needs a DidResult .*a CountsResult .*an EventStudyResult"):
         inf.cr3(counts.tidy())  # type: ignore[arg-type]
-    with pytest.raises(SpecificationError, match=r"needs a DidResult .* or a CountsResult"):
+    with pytest.raises(SpecificationError, match=r"needs a DidResult .*a CountsResult .*an EventStudyResult"):
         inf.apply_inference(counts.tidy(), "cluster")  # type: ignore[arg-type]
     with pytest.raises(SpecificationError, match="term"):
         inf.score_bootstrap_setup(counts, term="in_force:black")

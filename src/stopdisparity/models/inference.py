@@ -105,7 +105,7 @@ import dataclasses
 import itertools
 import math
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -115,10 +115,12 @@ import scipy.sparse as sp
 from scipy import stats
 
 from stopdisparity.errors import SpecificationError, check_choice
-from stopdisparity.models import _fe
+from stopdisparity.models import _event, _fe
 from stopdisparity.models._fe import CLUSTER, GROUP, PERIOD, POPULATION, RACE, STOPS, TREATED, UNIT, Inference
+from stopdisparity.models._panel import covariate_columns
 from stopdisparity.models.counts import CountsResult, refit_counts
 from stopdisparity.models.did import DidResult, _estimate
+from stopdisparity.models.event_study import EventStudyResult
 
 Method = Literal["cluster", "cr3", "wild", "score", "ri"]
 WildWeights = Literal["rademacher", "webb"]
@@ -134,7 +136,9 @@ _CHORD_MAX = 200
 _CHORD_TOL = 1e-11
 _WEBB = np.array([-math.sqrt(1.5), -1.0, -math.sqrt(0.5), math.sqrt(0.5), 1.0, math.sqrt(1.5)])
 #: The results the methods accept.
-Result = DidResult | CountsResult
+Result = DidResult | CountsResult | EventStudyResult
+#: Event-bin value of cells without an event-time dummy (never-treated units) in assignment paths.
+_NO_EVENT = -1.0e6
 
 
 # --------------------------------------------------------------------------------------- design
@@ -145,7 +149,9 @@ class _Design:
     ``d`` is the observed regressor, ``mask`` what multiplies the unit's treatment to give it (1, or
     the focal-race indicator of the two-race Poisson); ``rows`` the positions of these rows in the
     result's ``sample``; ``eta`` the fitted linear predictor (offset included) and ``beta`` the
-    coefficient on ``d``; ``factor`` the CR1 factor of this fit (1 under CR0).
+    coefficient on ``d``; ``factor`` the CR1 factor of this fit (1 under CR0); ``x`` (n × k) the
+    regressors that stay free besides the fixed effects: the covariates and, for an event study's
+    term, the other event-time dummies (n × 0 when there are none).
     """
 
     family: str
@@ -162,12 +168,38 @@ class _Design:
     eta: np.ndarray
     beta: float
     rows: np.ndarray
+    x: np.ndarray
 
     @property
     def indicator(self) -> sp.csr_matrix:
         """G × n cluster indicator (for cluster sums of many columns at once)."""
         n = self.y.shape[0]
         return sp.csr_matrix((np.ones(n), (self.cluster_codes, np.arange(n))), shape=(self.g, n))
+
+    def partialler(self, w: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        """The weighted residual maker off the fixed effects and ``x`` (see :func:`_partialler`)."""
+        return _partialler(self.projector, self.x, w)
+
+
+def _partialler(
+    projector: _fe.WithinProjector, x: np.ndarray, w: np.ndarray
+) -> Callable[[np.ndarray], np.ndarray]:
+    r"""The residual maker off the fixed effects and the columns ``x`` under weights ``w`` (n × m → n × m).
+
+    Frisch–Waugh–Lovell: with :math:`M` the weighted projection off the dummies and
+    :math:`\tilde x = Mx`, :math:`v \mapsto Mv - \tilde x(\tilde x'W\tilde x)^{-1}\tilde x'WMv`.
+    """
+    proj = projector.solver(w)
+    if x.shape[1] == 0:
+        return proj.residualize
+    xt = proj.residualize(x)
+    hx = np.einsum("ij,i,ik->jk", xt, w, xt)
+
+    def residualize(v: np.ndarray) -> np.ndarray:
+        vt = proj.residualize(v)
+        return vt - xt @ np.linalg.solve(hx, np.einsum("ij,i,ik->jk", xt, w, vt))
+
+    return residualize
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,11 +219,74 @@ class _Term:
 
 
 def _check_result(result: object, method: str) -> None:
-    if not isinstance(result, DidResult | CountsResult):
+    if not isinstance(result, DidResult | CountsResult | EventStudyResult):
         raise SpecificationError(
-            f"{method} needs a DidResult (fit_did) or a CountsResult (fit_counts); "
-            f"got {type(result).__name__}"
+            f"{method} needs a DidResult (fit_did), a CountsResult (fit_counts) or an EventStudyResult "
+            f"(fit_event_study); got {type(result).__name__}"
         )
+
+
+def _multi_group(result: DidResult | EventStudyResult) -> bool:
+    """Whether the period effects are group × period (as in the fit)."""
+    if isinstance(result, EventStudyResult):
+        return bool(result.lineage["options"]["group_effects"])
+    return result.multi_group
+
+
+def _fixed_effects(
+    s: pl.DataFrame, multi_group: bool
+) -> tuple[tuple[np.ndarray, np.ndarray], _fe.WithinProjector, np.ndarray]:
+    """Unit and (group ×) period codes of cells, their projector and the cluster codes."""
+    unit_codes = _fe.codes_of(s.get_column(UNIT))
+    gp_codes = (
+        _fe.codes_of(s.get_column(GROUP), s.get_column(PERIOD))
+        if multi_group
+        else _fe.codes_of(s.get_column(PERIOD))
+    )
+    cluster_codes = _fe.codes_of(s.get_column(CLUSTER).cast(pl.String))
+    return (unit_codes, gp_codes), _fe.WithinProjector([unit_codes, gp_codes]), cluster_codes
+
+
+def _event_dummies(bins: np.ndarray, estimated: tuple[int, ...]) -> np.ndarray:
+    """Dummies of the estimated event times from event bins (``_NO_EVENT``: none): shape (*bins, m)."""
+    return (np.asarray(bins)[..., None] == np.asarray(estimated, dtype=float)).astype(float)
+
+
+def _event_designs(result: EventStudyResult) -> tuple[_Design, ...]:
+    r"""One design per estimated event time ``e``: ``d`` its dummy, ``x`` the other dummies and covariates.
+
+    All share the outcome, weights and fixed effects of the fit; the reference event time and the
+    never-treated cells have no dummy, the binned end points are ordinary dummies.
+    """
+    s = result.sample
+    fe_codes, projector, cluster_codes = _fixed_effects(s, _multi_group(result))
+    logit = result.estimator == "logit"
+    n = s.get_column("n").to_numpy().astype(float)
+    dums = _event_dummies(s.get_column("event_bin").fill_null(_NO_EVENT).to_numpy(), result.estimated)
+    cov = _covariates(s, result.columns)
+    common: dict[str, Any] = {
+        "family": "binomial" if logit else "gaussian",
+        "y": s.get_column("focal").to_numpy() / n,
+        "prior": n if logit else s.get_column("weight").to_numpy(),
+        "offset": np.zeros(s.height),
+        "mask": np.ones(s.height),
+        "fe_codes": fe_codes,
+        "projector": projector,
+        "cluster_codes": cluster_codes,
+        "g": result.clusters.g,
+        "factor": result.small_sample.factor if result.vcov_type == "CR1" else 1.0,
+        "eta": s.get_column("eta").to_numpy(),
+        "rows": np.arange(s.height),
+    }
+    return tuple(
+        _Design(
+            d=dums[:, i],
+            beta=float(result.estimates[i]),
+            x=np.column_stack([np.delete(dums, i, axis=1), cov]),
+            **common,
+        )
+        for i in range(len(result.estimated))
+    )
 
 
 def _design(result: DidResult) -> _Design:
@@ -200,13 +295,7 @@ def _design(result: DidResult) -> _Design:
             f"this inference method needs a DidResult (from fit_did); got {type(result).__name__}"
         )
     s = result.sample
-    unit_codes = _fe.codes_of(s.get_column(UNIT))
-    gp_codes = (
-        _fe.codes_of(s.get_column(GROUP), s.get_column(PERIOD))
-        if result.multi_group
-        else _fe.codes_of(s.get_column(PERIOD))
-    )
-    cluster_codes = _fe.codes_of(s.get_column(CLUSTER).cast(pl.String))
+    fe_codes, projector, cluster_codes = _fixed_effects(s, result.multi_group)
     n = s.get_column("n").to_numpy()
     logit = result.estimator == "twfe-logit"
     d = s.get_column(TREATED).to_numpy().astype(float)
@@ -217,15 +306,24 @@ def _design(result: DidResult) -> _Design:
         offset=np.zeros(s.height),
         d=d,
         mask=np.ones(s.height),
-        fe_codes=(unit_codes, gp_codes),
-        projector=_fe.WithinProjector([unit_codes, gp_codes]),
+        fe_codes=fe_codes,
+        projector=projector,
         cluster_codes=cluster_codes,
         g=int(cluster_codes.max()) + 1,
         factor=result.small_sample.factor if result.vcov_type == "CR1" else 1.0,
         eta=s.get_column("eta").to_numpy(),
         beta=result.estimate,
         rows=np.arange(s.height),
+        x=_covariates(s, result.columns),
     )
+
+
+def _covariates(s: pl.DataFrame, columns: Mapping[str, Any]) -> np.ndarray:
+    """The covariate columns ``_x0``, ... of a fit's cells ``s`` (n × k; n × 0 without covariates)."""
+    cols = covariate_columns(columns)
+    if not cols:
+        return np.zeros((s.height, 0))
+    return np.column_stack([s.get_column(c).to_numpy().astype(float) for c in cols])
 
 
 def _count_designs(result: CountsResult) -> tuple[_Design, ...]:
@@ -270,6 +368,7 @@ def _count_designs(result: CountsResult) -> tuple[_Design, ...]:
                 eta=rows.get_column("eta").to_numpy(),
                 beta=float(result.estimates[j]),
                 rows=rows.get_column("_row").to_numpy(),
+                x=np.zeros((rows.height, 0)),
             )
         )
     return tuple(out)
@@ -278,7 +377,9 @@ def _count_designs(result: CountsResult) -> tuple[_Design, ...]:
 def _model(result: Result) -> tuple[tuple[_Design, ...], tuple[_Term, ...]]:
     """The designs of a result and its reported terms as contrasts of their coefficients.
 
-    A DiD has one design and one term. A race-specific count model has the focal and the reference
+    A DiD has one design and one term; an event study one design and one term per estimated event
+    time (:func:`_event_designs`: each term's null leaves the other event-time dummies free). A
+    race-specific count model has the focal and the reference
     Poisson and three terms, (1, 0), (0, 1) and the difference (1, -1), whose influence is the
     difference of the two fits' stacked cluster influences; the two-race form has one of each.
     """
@@ -286,6 +387,20 @@ def _model(result: Result) -> tuple[tuple[_Design, ...], tuple[_Term, ...]]:
         des = _design(result)
         term = _Term(result.term, (1.0,), result.estimate, result.std_error, des.factor, result.clusters.g)
         return (des,), (term,)
+    if isinstance(result, EventStudyResult):
+        designs = _event_designs(result)
+        m = len(designs)
+        return designs, tuple(
+            _Term(
+                f"event:{e}",
+                tuple(float(j == i) for j in range(m)),
+                float(result.estimates[i]),
+                float(result.std_errors[i]),
+                designs[i].factor,
+                result.clusters.g,
+            )
+            for i, e in enumerate(result.estimated)
+        )
     designs = _count_designs(result)
     ses = result.std_errors
     weights = [(1.0,)] if result.form == "two-race" else [(1.0, 0.0), (0.0, 1.0), (1.0, -1.0)]
@@ -309,6 +424,14 @@ def _cluster_text(result: Result) -> str:
         f"by {result.columns['cluster']} (G={c.g}, G₁={c.g_treated}, largest treated share "
         f"{c.largest_share:.2f})"
     )
+
+
+def _attach(
+    result: Result, label: str, p_values: dict[str, float], cis: dict[str, tuple[float, float]]
+) -> Any:
+    """``result.with_inference``; the covariates, partialled out by every method, are named on it."""
+    covariates = tuple(getattr(result, "covariates", ()))
+    return result.with_inference(Inference(label, p_values, cis, covariates=covariates))
 
 
 def _ci_text(ci: bool, alpha: float, what: str = "") -> str:
@@ -551,7 +674,7 @@ def cr3(result: Result, *, alpha: float = 0.05) -> Result:
         ses.append(f"{term.name} {se3:.4g}" if len(terms) > 1 else f"{se3:.4g}")
     gs = sorted({t.g - 1 for t in terms})
     label = f"CR3 jackknife {_cluster_text(result)}; SE {', '.join(ses)}; t({', '.join(map(str, gs))})"
-    return result.with_inference(Inference(label, p_values, cis))
+    return _attach(result, label, p_values, cis)
 
 
 def _jackknife(result: Result) -> np.ndarray:
@@ -565,11 +688,24 @@ def _jackknife(result: Result) -> np.ndarray:
             if isinstance(result, CountsResult):
                 out.append(refit_counts(result, keep).estimates)
                 continue
+            if isinstance(result, EventStudyResult):
+                out.append(_refit_event(result, keep))
+                continue
             if result.estimator == "twfe-logit":
                 keep, _ = _fe.drop_separated(
                     keep.with_columns(_fe.gp_expr(result.multi_group)), [UNIT, _fe.GP], ["focal", "reference"]
                 )
-            pairs = keep.select(UNIT, PERIOD, GROUP, CLUSTER, TREATED, "focal", "reference", "n")
+            pairs = keep.select(
+                UNIT,
+                PERIOD,
+                GROUP,
+                CLUSTER,
+                TREATED,
+                "focal",
+                "reference",
+                "n",
+                *covariate_columns(result.columns),
+            )
             if pairs.height == 0 or pairs.get_column(TREATED).n_unique() < 2:
                 raise SpecificationError("no treatment variation")
             with warnings.catch_warnings():
@@ -589,6 +725,33 @@ def _jackknife(result: Result) -> np.ndarray:
                 "G₁ ≥ 2"
             ) from e
     return np.vstack(out)
+
+
+def _refit_event(result: EventStudyResult, keep: pl.DataFrame) -> np.ndarray:
+    """The event-time coefficients of an event study refitted on cells ``keep`` (same model and drops)."""
+    if result.estimator == "logit":
+        keep, _ = _fe.drop_separated(
+            keep.with_columns(_fe.gp_expr(_multi_group(result))), [UNIT, _fe.GP], ["focal", "reference"]
+        )
+        keep = keep.drop(_fe.GP)
+    if keep.height == 0:
+        raise SpecificationError("no cells left")
+    _, projector, _ = _fixed_effects(keep, _multi_group(result))
+    dums = _event_dummies(keep.get_column("event_bin").fill_null(_NO_EVENT).to_numpy(), result.estimated)
+    n = keep.get_column("n").to_numpy().astype(float)
+    logit = result.estimator == "logit"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = _fe.fit_glm(
+            keep.get_column("focal").to_numpy() / n,
+            np.column_stack([dums, _covariates(keep, result.columns)]),
+            projector,
+            family="binomial" if logit else "gaussian",
+            prior=n if logit else keep.get_column("weight").to_numpy(),
+            eta_start=keep.get_column("eta").to_numpy() if logit else None,
+            names=[*(f"event:{e}" for e in result.estimated), *result.covariates],
+        )
+    return np.asarray(fit.beta[: len(result.estimated)], dtype=float)
 
 
 # ------------------------------------------------------------------------------- wild bootstrap
@@ -675,29 +838,25 @@ def wild_bootstrap_arrays(
     return WildBootstrap(estimate, std_error, v, enumerated, a_y, a_d, h_g, h, factor)
 
 
-def wild_bootstrap_setup(
-    result: DidResult,
-    *,
-    draws: int = 999,
-    weights: WildWeights = "rademacher",
-    seed: int | None = None,
-) -> WildBootstrap:
-    """Precompute the wild cluster restricted bootstrap of a ``twfe-linear`` result (see module notes)."""
-    _check_draws(draws)
-    if not isinstance(result, DidResult) or result.estimator != "twfe-linear":
+def _check_linear(result: object) -> None:
+    linear = (isinstance(result, DidResult) and result.estimator == "twfe-linear") or (
+        isinstance(result, EventStudyResult) and result.estimator == "linear"
+    )
+    if not linear:
         got = getattr(result, "estimator", type(result).__name__)
         raise SpecificationError(
-            f"the wild cluster bootstrap applies to twfe-linear results; got {got!r} (use method='score' "
-            "for the GLMs: twfe-logit, twfe-poisson)"
+            f"the wild cluster bootstrap applies to linear results (twfe-linear, a linear event study); "
+            f"got {got!r} (use method='score' for the GLMs: twfe-logit, twfe-poisson, a logit event study)"
         )
-    des = _design(result)
-    proj = des.projector.solver(des.prior)
-    v, enumerated = _weights(weights, des.g, draws, seed)
+
+
+def _wild_of(des: _Design, v: np.ndarray, enumerated: bool) -> WildBootstrap:
+    """The wild bootstrap of one design's ``d``, the fixed effects and ``x`` partialled out."""
     return wild_bootstrap_arrays(
         des.y,
         des.d,
         des.prior,
-        proj.residualize,
+        des.partialler(des.prior),
         des.cluster_codes,
         v,
         factor=des.factor,
@@ -705,8 +864,33 @@ def wild_bootstrap_setup(
     )
 
 
+def wild_bootstrap_setup(
+    result: DidResult | EventStudyResult,
+    *,
+    term: str | None = None,
+    draws: int = 999,
+    weights: WildWeights = "rademacher",
+    seed: int | None = None,
+) -> WildBootstrap:
+    """Precompute the wild cluster restricted bootstrap of one term (default: the first) of a linear result.
+
+    A ``twfe-linear`` :class:`~stopdisparity.models.did.DidResult` (its treatment) or a linear
+    :class:`~stopdisparity.models.event_study.EventStudyResult` (``term`` = ``event:<e>``; the other
+    event-time dummies stay free regressors); covariates are partialled out with the fixed effects
+    (see the module notes).
+    """
+    _check_draws(draws)
+    _check_linear(result)
+    designs, terms = _model(result)
+    names = [t.name for t in terms]
+    check_choice("term", term if term is not None else names[0], tuple(names))
+    des = designs[names.index(term) if term is not None else 0]
+    v, enumerated = _weights(weights, des.g, draws, seed)
+    return _wild_of(des, v, enumerated)
+
+
 def wild_cluster_bootstrap(
-    result: DidResult,
+    result: DidResult | EventStudyResult,
     *,
     draws: int = 999,
     weights: WildWeights = "rademacher",
@@ -714,13 +898,19 @@ def wild_cluster_bootstrap(
     impose_null: bool = True,
     alpha: float = 0.05,
     ci: bool = True,
-) -> DidResult:
-    """Wild cluster restricted (WCR) bootstrap p-value and test-inversion interval (``twfe-linear``).
+) -> DidResult | EventStudyResult:
+    r"""Wild cluster restricted (WCR) bootstrap p-values and test-inversion intervals (linear models).
+
+    Every term gets its own restricted bootstrap with the same weights: the treatment of a
+    ``twfe-linear`` DiD, or each estimated event time of a linear event study, whose null
+    :math:`\beta_e = \beta_0` is imposed with the other event-time dummies (and any covariates)
+    free (Roodman et al. 2019: the regressors not tested are partialled out with the fixed effects).
 
     Parameters
     ----------
     result
-        A ``twfe-linear`` :class:`~stopdisparity.models.did.DidResult`.
+        A ``twfe-linear`` :class:`~stopdisparity.models.did.DidResult` or a linear
+        :class:`~stopdisparity.models.event_study.EventStudyResult`.
     draws
         Bootstrap draws B (ignored when Rademacher weights with G ≤ 12 are enumerated: 2^G vectors).
     weights
@@ -736,26 +926,32 @@ def wild_cluster_bootstrap(
 
     Returns
     -------
-    DidResult
-        A copy with the bootstrap p-value, interval and label; ``std_error`` unchanged.
+    DidResult or EventStudyResult
+        A copy with the bootstrap p-values, intervals and label; ``std_error`` unchanged.
     """
     _check_alpha(alpha)
+    _check_draws(draws)
     if impose_null is not True:
         raise SpecificationError(
             f"only the restricted wild bootstrap (impose_null=True, WCR) is implemented; got {impose_null!r}"
         )
-    boot = wild_bootstrap_setup(result, draws=draws, weights=weights, seed=seed)
-    p = boot.p_value(0.0)
-    interval = (
-        _invert(boot.p_value, result.estimate, result.std_error, alpha, tol=1e-6)
-        if ci
-        else (math.nan, math.nan)
-    )
+    _check_linear(result)
+    designs, terms = _model(result)
+    v, enumerated = _weights(weights, designs[0].g, draws, seed)
+    p_values, cis = {}, {}
+    for des, term in zip(designs, terms, strict=True):
+        boot = _wild_of(des, v, enumerated)
+        p_values[term.name] = boot.p_value(0.0)
+        cis[term.name] = (
+            _invert(boot.p_value, term.estimate, term.std_error, alpha, tol=1e-6)
+            if ci
+            else (math.nan, math.nan)
+        )
     label = (
-        f"wild cluster restricted bootstrap ({_weights_text(weights, boot.v, boot.enumerated)}, "
+        f"wild cluster restricted bootstrap ({_weights_text(weights, v, enumerated)}, "
         f"null imposed; {_ci_text(ci, alpha)}) {_cluster_text(result)}"
     )
-    return result.with_inference(Inference(label, {result.term: p}, {result.term: interval}))
+    return _attach(result, label, p_values, cis)
 
 
 # ------------------------------------------------------------------------------ score bootstrap
@@ -768,7 +964,9 @@ class _NullModel:
     complement of c, so that :math:`\phi = c'\theta` is the tested quantity and ν the free
     coefficients under the null. The stacked model has the designs' rows, each design's fixed effects
     (race-interacted for a count model), the regressor :math:`Xa` (``tested``) and the columns
-    :math:`XB` (``nuisance``; none for a single design). For a race-specific count model's difference
+    :math:`XB`, then each design's free regressors ``x`` (covariates; an event study's other
+    event-time dummies), zero on the other designs' rows (together ``nuisance``; none for a single
+    design without covariates). For a race-specific count model's difference
     (c = (1, -1)) the null model is the stacked Poisson with a common treatment effect and the offset
     :math:`\beta_0 D` on the focal rows.
     """
@@ -806,7 +1004,7 @@ class _NullModel:
         """The support designs' coefficients under the null (the free ones at their restricted fit)."""
         if self.basis.shape[1] == 0:
             return self.a * beta0
-        return self.a * beta0 + self.basis @ self.fit(beta0).beta
+        return self.a * beta0 + self.basis @ self.fit(beta0).beta[: self.basis.shape[1]]
 
     def cluster_scores(self, beta0: float) -> np.ndarray:
         r"""Cluster sums of the restricted score of φ, the fixed effects and ν partialled out.
@@ -844,11 +1042,15 @@ def _null_model(designs: tuple[_Design, ...], term: _Term) -> _NullModel:
                 shift += int(p.fe_codes[f].max()) + 1
             codes.append(np.concatenate(cols))
         projector = _fe.WithinProjector(codes)
-    nuisance = (
-        np.column_stack([np.concatenate([b[i] * p.d for i, p in enumerate(parts)]) for b in basis.T])
-        if basis.shape[1]
-        else np.zeros((sum(p.y.shape[0] for p in parts), 0))
-    )
+    sizes = [p.y.shape[0] for p in parts]
+    free = [np.concatenate([b[i] * p.d for i, p in enumerate(parts)]) for b in basis.T]
+    for i, p in enumerate(parts):  # each design's own free regressors, zero on the others' rows
+        start = sum(sizes[:i])
+        for col in p.x.T:
+            full = np.zeros(sum(sizes))
+            full[start : start + sizes[i]] = col
+            free.append(full)
+    nuisance = np.column_stack(free) if free else np.zeros((sum(sizes), 0))
     return _NullModel(
         family=parts[0].family,
         y=np.concatenate([p.y for p in parts]),
@@ -897,7 +1099,7 @@ class ScoreBootstrap:
 
 def _check_glm(result: object, method: str) -> None:
     _check_result(result, method)
-    if isinstance(result, DidResult) and result.estimator != "twfe-logit":
+    if isinstance(result, DidResult | EventStudyResult) and result.estimator not in ("twfe-logit", "logit"):
         raise SpecificationError(
             f"the {method} applies to GLM results (twfe-logit, twfe-poisson); got {result.estimator!r} (use "
             "method='wild' for twfe-linear)"
@@ -985,7 +1187,7 @@ def score_bootstrap(
         f"score bootstrap (Kline-Santos; {_weights_text(weights, v, enumerated)}, null imposed; "
         f"{_ci_text(ci, alpha)}) {_cluster_text(result)}"
     )
-    return result.with_inference(Inference(label, p_values, cis))
+    return _attach(result, label, p_values, cis)
 
 
 # --------------------------------------------------------------------- randomization inference
@@ -1048,12 +1250,15 @@ def adoption_assignments(
     unit_codes = _fe.codes_of(s.get_column(UNIT))
     period_codes = _fe.codes_of(s.get_column(PERIOD))
     n_units, n_periods = int(unit_codes.max()) + 1, int(period_codes.max()) + 1
-    grid = np.full((n_units, n_periods), np.nan)
-    grid[unit_codes, period_codes] = s.get_column(TREATED).to_numpy()
-    for row in grid:  # fill periods without a cell: nearest earlier, else later, observed value
-        ok = np.flatnonzero(~np.isnan(row))
-        idx = np.searchsorted(ok, np.arange(n_periods), side="right") - 1
-        row[:] = row[ok[np.clip(idx, 0, None)]]
+    if isinstance(result, EventStudyResult):
+        grid = _event_grid(result, unit_codes, period_codes)
+    else:
+        grid = np.full((n_units, n_periods), np.nan)
+        grid[unit_codes, period_codes] = s.get_column(TREATED).to_numpy()
+        for row in grid:  # fill periods without a cell: nearest earlier, else later, observed value
+            ok = np.flatnonzero(~np.isnan(row))
+            idx = np.searchsorted(ok, np.arange(n_periods), side="right") - 1
+            row[:] = row[ok[np.clip(idx, 0, None)]]
     paths, unit_path = np.unique(grid, axis=0, return_inverse=True)
     unit_path = unit_path.ravel()
     if within is None:
@@ -1086,6 +1291,39 @@ def adoption_assignments(
                 assign[k, m] = unit_path[m][rng.permutation(m.size)]
         exact = False
     return Assignments(paths, unit_path, assign, n_distinct, exact, unit_codes, period_codes)
+
+
+def _event_grid(result: EventStudyResult, unit_codes: np.ndarray, period_codes: np.ndarray) -> np.ndarray:
+    r"""Each unit's event-bin path over the sample's periods (units × periods), from its adoption date.
+
+    A unit adopting at :math:`g` is at event time :math:`\lfloor (t-g)m/M\rfloor` in period t
+    (:func:`~stopdisparity.models._event.event_time`), clipped to the window's binned end points;
+    never-treated units are ``_NO_EVENT`` throughout. Every period has a value, so a path moved to
+    another unit gives that unit's cells their event times under the assignment.
+    """
+    if not result.binned:
+        raise SpecificationError(
+            "randomization inference for an event study needs binned end points (bin_endpoints=True): "
+            "with bin_endpoints=False the cells outside the window, which depend on the assignment, "
+            "were dropped"
+        )
+    s = result.sample
+    periods = np.unique(s.get_column(PERIOD).to_numpy()).astype(np.int64)
+    ft = np.zeros(int(unit_codes.max()) + 1, dtype=np.int64)
+    ft[unit_codes] = s.get_column("first_treated").to_numpy()
+    e = _event.event_time(
+        periods[None, :] - ft[:, None],
+        months_per_period=result.months_per_period or 1,
+        event_unit=result.event_unit,
+    )
+    lo, hi = result.window
+    grid = np.where(ft[:, None] != 0, np.clip(e, lo, hi), _NO_EVENT).astype(float)
+    observed = s.get_column("event_bin").fill_null(_NO_EVENT).to_numpy().astype(float)
+    if not np.array_equal(grid[unit_codes, period_codes], observed):
+        raise SpecificationError(
+            "the event bins of the sample do not follow from first_treated and the period"
+        )
+    return grid
 
 
 def _blas_single_thread() -> contextlib.AbstractContextManager[Any]:
@@ -1121,15 +1359,15 @@ class _LinearRI:
 
 def _linear_ri(des: _Design, asg: Assignments, chunk: int = 256) -> _LinearRI:
     w = des.prior
-    proj = des.projector.solver(w)
-    r = proj.residualize(np.column_stack([des.y, des.d]))
+    partial = des.partialler(w)
+    r = partial(np.column_stack([des.y, des.d]))
     yt, dt = r[:, 0], r[:, 1]
     ind = des.indicator
     out: dict[str, list[np.ndarray]] = {k: [] for k in ("by", "bd", "hp", "c", "f")}
     n_a = asg.assign.shape[0]
     for start in range(0, n_a, chunk):
         dmat = asg.treatment_block(np.arange(start, min(start + chunk, n_a)), des.rows)
-        dp = proj.residualize(dmat)
+        dp = partial(dmat)
         wdp = w[:, None] * dp
         hp = np.sum(wdp * dp, axis=0)
         by = (wdp.T @ yt) / hp
@@ -1188,13 +1426,20 @@ def _glm_perm(
     are refitted by :func:`~stopdisparity.models._fe.fit_glm`. The influence is :math:`s_g/H`
     (:func:`~stopdisparity.models._fe.cluster_influence`); assignments that leave :math:`D_k`
     collinear with the fixed effects give NaN.
+
+    Covariates (the design's ``x``) are free in every fit: the restricted fit has them beside the
+    fixed effects, and :math:`M_0` becomes the projection off the dummies and :math:`x` under
+    :math:`w_0`, :math:`v \mapsto M_0^F v - \tilde x(\tilde x'W_0\tilde x)^{-1}\tilde x'W_0v`
+    (:math:`\tilde x = M_0^Fx`, Frisch–Waugh–Lovell); the chord step and the preconditioned
+    iteration keep their form, so the fixed points are the full model's estimates and :math:`D_k`
+    residualised on the dummies and :math:`x` under the final weights.
     """
     n = des.y.shape[0]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fit0 = _fe.fit_glm(
             des.y,
-            np.zeros((n, 0)),
+            des.x,
             des.projector,
             family=des.family,  # type: ignore[arg-type]
             prior=des.prior,
@@ -1202,7 +1447,17 @@ def _glm_perm(
             eta_start=eta_start,
         )
     w0, eta0, proj0 = fit0.weights, fit0.eta, fit0.projection
-    project = proj0._fitted  # (I - M_0) in one pass; the fixed points do not need the refinement
+    fitted_fe = proj0._fitted  # (I - M_0) in one pass; the fixed points do not need the refinement
+    residualize0 = des.partialler(w0)
+    if des.x.shape[1]:
+        xt0 = fit0.x_tilde
+        hx_inv = np.linalg.inv(fit0.hessian)
+
+        def project(v: np.ndarray) -> np.ndarray:
+            return fitted_fe(v) + xt0 @ (hx_inv @ np.einsum("ij,i,ik->jk", xt0, w0, v))
+
+    else:
+        project = fitted_fe
     y, prior = des.y[:, None], des.prior[:, None]
     prior_w0 = (des.prior / w0)[:, None]
     ind = des.indicator
@@ -1212,7 +1467,7 @@ def _glm_perm(
     for start in range(0, n_a, chunk):
         ks = np.arange(start, min(start + chunk, n_a))
         dmat = asg.treatment_block(ks, des.rows) * des.mask[:, None]
-        dt0 = proj0.residualize(dmat)
+        dt0 = residualize0(dmat)
         h0 = np.einsum("i,ij,ij->j", w0, dt0, dt0)
         before = np.einsum("i,ij,ij->j", w0, dmat, dmat)
         ok = h0 > 1e-10 * np.maximum(before, 1e-300)
@@ -1279,7 +1534,7 @@ def _glm_one(des: _Design, dk: np.ndarray, offset: np.ndarray, eta0: np.ndarray)
         try:
             fit = _fe.fit_glm(
                 des.y,
-                dk[:, None],
+                np.column_stack([dk, des.x]),
                 des.projector,
                 family=des.family,  # type: ignore[arg-type]
                 prior=des.prior,
@@ -1334,6 +1589,110 @@ class _GlmRI:
             return num / np.sqrt(term.factor * np.sum(infl**2, axis=1))
 
 
+@dataclass(frozen=True, eq=False)
+class _EventRI:
+    r"""Randomization t statistics of an event study's terms: every event-time dummy follows the assignment.
+
+    Under assignment k each unit takes another unit's adoption path, which moves all its event-time
+    dummies :math:`D_k` (n × m) at once; the model is refitted with :math:`D_k`, the fixed effects and
+    the covariates, and term e's t is :math:`\hat\beta^*_e/\text{SE}^*_e` (CR1 of the refit). The
+    sharp null of term e at β₀ is "effect β₀ at event time e, none at the others": the linear model
+    shifts the outcome, :math:`y - \beta_0 D_e` (observed :math:`D_e`), so that everything is linear
+    in β₀ and one pass over the assignments serves every term and trial value; the logit adds
+    :math:`\beta_0 D_e` to the linear predictor as an offset (one refit per assignment, term and
+    trial value; at β₀ = 0 the terms share the refits). For the observed assignment the statistic is
+    exactly :math:`(\hat\beta_e - \beta_0)/\text{SE}_e`.
+    """
+
+    designs: tuple[_Design, ...]
+    estimated: tuple[int, ...]
+    covariates: np.ndarray
+    asg: Assignments
+    cache: dict[tuple[int, float], np.ndarray] = dataclasses.field(default_factory=dict)
+
+    def _dummies(self, ks: np.ndarray) -> np.ndarray:
+        """Event-time dummies under assignments ``ks``: n × len(ks) × m."""
+        return _event_dummies(self.asg.treatment_block(ks, self.designs[0].rows), self.estimated)
+
+    def t_star(self, i: int, beta0: float) -> np.ndarray:
+        """Term ``i``'s t statistics over the assignments under its sharp null at β₀."""
+        if self.designs[0].family == "gaussian":
+            by, bd, c, f = self._linear()
+            sc = c[:, i, :] - beta0 * f[:, i, :]
+            se = np.sqrt(self.designs[0].factor * np.sum(sc**2, axis=1))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return (by[:, i] - beta0 * bd[:, i]) / se
+        key = (-1, 0.0) if beta0 == 0 else (i, float(beta0))
+        if key not in self.cache:
+            if len(self.cache) >= 8:
+                self.cache.pop(next(iter(self.cache)))
+            self.cache[key] = self._glm(i, float(beta0))
+        return self.cache[key][:, i]
+
+    def _linear(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per assignment and term: coefficients of y and of :math:`D_e`, and their CR0 cluster scores."""
+        if (-2, 0.0) in self.cache:
+            return self.cache[(-2, 0.0)]  # type: ignore[return-value]
+        des = self.designs[0]
+        w, m, n = des.prior, len(self.designs), des.y.shape[0]
+        partial = _partialler(des.projector, self.covariates, w)
+        yy = partial(np.column_stack([des.y, *[d.d for d in self.designs]]))
+        ind = des.indicator
+        n_a = self.asg.assign.shape[0]
+        by, bd = np.full((n_a, m), np.nan), np.full((n_a, m), np.nan)
+        c, f = np.full((n_a, m, des.g), np.nan), np.full((n_a, m, des.g), np.nan)
+        chunk = max(1, 4_000_000 // max(n * m, 1))
+        for start in range(0, n_a, chunk):
+            ks = np.arange(start, min(start + chunk, n_a))
+            dk = self._dummies(ks)
+            zk = partial(dk.reshape(n, -1)).reshape(dk.shape)
+            for j, k in enumerate(ks):
+                z = zk[:, j, :]
+                h = np.einsum("ij,i,ik->jk", z, w, z)
+                before = np.einsum("ij,i,ij->j", dk[:, j, :], w, dk[:, j, :])
+                if np.any(np.diag(h) <= 1e-10 * np.maximum(before, 1e-300)):
+                    continue  # an event time without cells, or collinear dummies, under this assignment
+                q = np.linalg.solve(h, (w[:, None] * z).T).T  # W Z H^-1, n × m
+                b = q.T @ yy  # m × (1 + m)
+                u = yy - z @ b
+                by[k], bd[k] = b[:, 0], np.diag(b[:, 1:])
+                c[k] = np.asarray(ind @ (q * u[:, [0]])).T
+                f[k] = np.asarray(ind @ (q * u[:, 1:])).T
+        out = (by, bd, c, f)
+        self.cache[(-2, 0.0)] = out  # type: ignore[assignment]
+        return out
+
+    def _glm(self, i: int, beta0: float) -> np.ndarray:
+        r"""Refits' t statistics (assignments × terms) with the offset :math:`\beta_0 D_e` (e = term i)."""
+        des = self.designs[0]
+        d_i = self.designs[i].d if i >= 0 else np.zeros_like(des.y)
+        base = des.eta - sum(d.beta * d.d for d in self.designs)  # the fit without the event effects
+        n_a, m = self.asg.assign.shape[0], len(self.designs)
+        out = np.full((n_a, m), np.nan)
+        for start in range(0, n_a, 64):
+            ks = np.arange(start, min(start + 64, n_a))
+            dk = self._dummies(ks)
+            for j, k in enumerate(ks):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    try:
+                        fit = _fe.fit_glm(
+                            des.y,
+                            np.column_stack([dk[:, j, :], self.covariates]),
+                            des.projector,
+                            family=des.family,  # type: ignore[arg-type]
+                            prior=des.prior,
+                            offset=des.offset + beta0 * d_i,
+                            eta_start=base + beta0 * d_i,
+                        )
+                    except SpecificationError:  # the assignment leaves a dummy without variation
+                        continue
+                infl = _fe.cluster_influence(fit, des.cluster_codes, des.g)[:, :m]
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    out[k] = fit.beta[:m] / np.sqrt(des.factor * np.sum(infl**2, axis=0))
+        return out
+
+
 def _ri_p(t_star: np.ndarray, t: float, exact: bool) -> float:
     ok = t_star[np.isfinite(t_star)]
     hits = int(np.sum(_exceed(ok, t)))
@@ -1365,9 +1724,12 @@ def _ri_gap(t_star: np.ndarray, t: float, exact: bool, alpha: float) -> float:
 
 
 def _ri_t_star(
-    designs: tuple[_Design, ...], terms: tuple[_Term, ...], asg: Assignments
+    result: Result, designs: tuple[_Design, ...], terms: tuple[_Term, ...], asg: Assignments
 ) -> Callable[[int, float], np.ndarray]:
     """``t_star(i, beta0)``: term i's t statistics over the assignments under H0: term i = β₀."""
+    if isinstance(result, EventStudyResult):
+        ri = _EventRI(designs, result.estimated, _covariates(result.sample, result.columns), asg)
+        return ri.t_star
     if designs[0].family == "gaussian":
         return _linear_ri(designs[0], asg).t_star_of
     return _GlmRI(designs, terms, tuple(_null_model(designs, t) for t in terms), asg).t_star
@@ -1420,7 +1782,7 @@ def randomization_inference(
     asg = adoption_assignments(result, within=within, draws=draws, seed=seed)
     p_values, cis = {}, {}
     with _blas_single_thread():
-        t_star = _ri_t_star(designs, terms, asg)
+        t_star = _ri_t_star(result, designs, terms, asg)
         for i, term in enumerate(terms):
 
             def t_obs(beta0: float, term: _Term = term) -> float:
@@ -1459,7 +1821,7 @@ def randomization_inference(
         f"randomization inference on the t statistic (adoption paths permuted {where}; {how}; "
         f"{_ci_text(ci, alpha, 'of a constant-effect sharp null')}) {_cluster_text(result)}"
     )
-    return result.with_inference(Inference(label, p_values, cis))
+    return _attach(result, label, p_values, cis)
 
 
 # ----------------------------------------------------------------------------------- dispatcher
