@@ -1,8 +1,9 @@
 r"""Inference with few treated clusters: CR3 jackknife, wild and score bootstraps, randomization inference.
 
 Users call :func:`apply_inference` (or one method directly) on a fitted
-:class:`~stopdisparity.models.did.DidResult` or :class:`~stopdisparity.models.counts.CountsResult`;
-each returns a *new* result through ``with_inference``:
+:class:`~stopdisparity.models.did.DidResult`, :class:`~stopdisparity.models.counts.CountsResult` or
+:class:`~stopdisparity.models.event_study.EventStudyResult`; each returns a *new* result through
+``with_inference``:
 ``p_value``, ``ci_low``, ``ci_high`` and ``inference`` change, ``std_error`` stays the analytical
 cluster-robust SE (DESIGN.md, Results). Every label names the method, the clusters, G, G₁ and the
 largest treated cluster's share of treated stops.
@@ -61,8 +62,29 @@ Methods
 
 Scope: :class:`~stopdisparity.models.did.DidResult` (``twfe-logit``, ``twfe-linear``), the treatment
 coefficient only (``pp_change`` keeps its analytical delta-method inference);
-:class:`~stopdisparity.models.counts.CountsResult` (``cr3``, ``score``, ``ri``; every row). The
-wild bootstrap is for the linear model only and refuses the GLMs.
+:class:`~stopdisparity.models.counts.CountsResult` (``cr3``, ``score``, ``ri``; every row);
+:class:`~stopdisparity.models.event_study.EventStudyResult` (logit or linear; every estimated
+event-time term, the binned end points included; the reference has no coefficient and keeps its null
+row; covariate rows keep their analytical inference). The wild bootstrap is for the linear models
+only and refuses the GLMs.
+
+Event studies. Term ``event:e`` is the coefficient on the dummy :math:`D_e`; every method treats the
+other event-time dummies as free regressors (:func:`_event_designs`): CR3 refits the whole event
+study on each leave-one-cluster-out sample; the wild and score bootstraps impose
+:math:`\beta_e=\beta_0` with the other dummies partialled out with the fixed effects (linear) or
+refitted in the restricted GLM (Kline & Santos 2012, section 3). RI permutes adoption dates
+(``first_treated``) within the group, which moves every dummy of a unit at once; each term's statistic
+is its CR1 t in the refit, and its sharp null at β₀ is "effect β₀ at event time e, none at the others"
+(:class:`_EventRI`; at β₀ = 0 the sharp null of no effect at any event time). RI needs binned end
+points (with ``bin_endpoints=False`` the dropped out-of-window cells would depend on the assignment).
+
+Covariates (generic panels, ``result.covariates``: the ``_x*`` columns of ``result.sample``) are free
+regressors in every method: CR3 refits with them; the wild bootstrap and the linear RI partial them
+out of y and the tested regressor together with the fixed effects (:func:`_partialler`); the score
+bootstrap fits the restricted model with them free and residualises the tested regressor on the
+fixed effects and them under the restricted weights; the GLM RI keeps them in the restricted fit and
+in the chord projection (:func:`_glm_perm`). The attached :class:`Inference` names them, which is what
+``with_inference`` checks.
 
 Speed (NC + SC county × month synth panel, 25,760 cells, G = 146, G₁ = 13, one BLAS thread, CPU
 seconds on a busy machine): score bootstrap 999 draws 0.1 s (p) / 1.7 s (p and interval, ~40
@@ -1832,8 +1854,10 @@ def apply_inference(result: Result, method: Method, **options: Any) -> Result:
     ``wild``, ``score`` and ``ri`` call :func:`cr3`, :func:`wild_cluster_bootstrap`,
     :func:`score_bootstrap` and :func:`randomization_inference` with ``options``. Results: a
     :class:`~stopdisparity.models.did.DidResult` (all methods; ``wild`` for ``twfe-linear``, ``score``
-    for ``twfe-logit``) or a :class:`~stopdisparity.models.counts.CountsResult` (``cr3``, ``score``,
-    ``ri``: every row).
+    for ``twfe-logit``), a :class:`~stopdisparity.models.counts.CountsResult` (``cr3``, ``score``,
+    ``ri``: every row) or a :class:`~stopdisparity.models.event_study.EventStudyResult` (every
+    estimated event-time term; ``wild`` for a linear, ``score`` for a logit event study). Results with
+    covariates are accepted by every method (see the module notes).
     """
     check_choice("method", method, METHODS)
     _check_result(result, "apply_inference")
