@@ -296,3 +296,73 @@ def test_cli_event_study_inference(tmp_path: Path, frame: pl.DataFrame, method: 
     }
     assert all(r["inference"].startswith(labels[method]) for r in rows)
     assert all(r["p_value"] is not None for r in rows)
+
+
+# ------------------------------------------------------------------ bootstrap pre-trend test
+@pytest.fixture(scope="module")
+def wide(frame: pl.DataFrame) -> dict[str, EventStudyResult]:
+    """Window (-4, 2): leads -3 and -2 (the binned far lead -4 and the reference -1 are not tested)."""
+    out = {}
+    for est in ("linear", "logit"):
+        kw: dict = {"yname": "y", "trials": "n"} if est == "logit" else {"yname": "share"}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out[est] = fit_event_study_panel(
+                frame, idname="id", tname="t", gname="g", xnames=("x1",), group="st", estimator=est,
+                window=(-4, 2), sup_t_draws=100, **kw,
+            )  # fmt: skip
+    return out
+
+
+def lead_split(result: EventStudyResult) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(y, weight, lead dummies, free regressors under the null, full design) of the sample."""
+    y, w, dums, free = design(result)
+    lead = [result.estimated.index(e) for e in result.leads]
+    rest = np.column_stack([np.delete(dums, lead, axis=1), free])
+    return y, w, dums[:, lead], rest, np.column_stack([dums[:, lead], rest])
+
+
+def test_pretrend_wild_equals_brute_force(wide: dict[str, EventStudyResult]) -> None:
+    result = wide["linear"]
+    assert result.leads == (-3, -2)
+    boot = inf.pretrend_bootstrap(result, method="wild", draws=30, weights="webb", seed=2)
+    y, w, leads, rest, x = lead_split(result)
+    codes = cluster_codes(result.sample)
+    k = leads.shape[1]
+
+    def wald(yy: np.ndarray) -> float:
+        m = sm.WLS(yy, x, weights=w).fit()
+        bread = np.linalg.pinv(x.T @ (w[:, None] * x))
+        sc = np.zeros((codes.max() + 1, x.shape[1]))
+        np.add.at(sc, codes, (w * m.resid)[:, None] * x)
+        v = result.small_sample.factor * (bread @ sc.T @ sc @ bread)[:k, :k]
+        return float(m.params[:k] @ np.linalg.solve(v, m.params[:k]))
+
+    restricted = sm.WLS(y, rest, weights=w).fit()
+    expected = np.array([wald(restricted.fittedvalues + restricted.resid * v[codes]) for v in boot.v])
+    assert boot.statistic == pytest.approx(wald(y), rel=RTOL_BRUTE)
+    assert boot.statistic == pytest.approx(result.pretrend_test()["statistic"], rel=1e-9)
+    np.testing.assert_allclose(boot.draws, expected, rtol=RTOL_BRUTE)
+    assert boot.p_value == np.mean(expected >= boot.statistic * (1 - 1e-8))
+    out = result.pretrend_test(method="wild", draws=30, seed=2)
+    assert out["method"] == "wild" and 0 <= out["p_value"] <= 1
+
+
+def test_pretrend_score_equals_brute_force(wide: dict[str, EventStudyResult]) -> None:
+    result = wide["logit"]
+    boot = inf.pretrend_bootstrap(result, method="score", draws=50, weights="webb", seed=4)
+    y, n, leads, rest, _ = lead_split(result)
+    codes = cluster_codes(result.sample)
+    glm = sm.GLM(y, rest, family=sm.families.Binomial(), var_weights=n).fit(tol=1e-13)
+    mu = glm.fittedvalues
+    lt = np.column_stack([sm.WLS(c, rest, weights=n * mu * (1 - mu)).fit().resid for c in leads.T])
+    sg = np.zeros((codes.max() + 1, lt.shape[1]))
+    np.add.at(sg, codes, (n * (y - mu))[:, None] * lt)
+    total = sg.sum(axis=0)
+    assert boot.statistic == pytest.approx(float(total @ np.linalg.solve(sg.T @ sg, total)), rel=RTOL_GLM)
+    expected = [float((v @ sg) @ np.linalg.solve(sg.T @ (v[:, None] ** 2 * sg), v @ sg)) for v in boot.v]
+    np.testing.assert_allclose(boot.draws, expected, rtol=RTOL_GLM)
+    with pytest.raises(SpecificationError, match="linear"):
+        inf.pretrend_bootstrap(result, method="wild")
+    with pytest.raises(SpecificationError, match="no leads"):
+        inf.pretrend_bootstrap(fit_es(make_generic(seed=4), "logit"), method="score")

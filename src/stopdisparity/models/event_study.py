@@ -351,7 +351,15 @@ class EventStudyResult(_fe.ClusteredResult):
             if e < -self.anticipation and e != self.reference and e not in self.binned
         )
 
-    def pretrend_test(self, alpha: float = 0.05, slope: float | None = None) -> dict[str, Any]:
+    def pretrend_test(
+        self,
+        alpha: float = 0.05,
+        slope: float | None = None,
+        *,
+        method: Literal["wald", "score", "wild"] = "wald",
+        draws: int = 999,
+        seed: int | None = None,
+    ) -> dict[str, Any]:
         r"""Joint Wald test of the leads and its power against a linear pre-trend (Roth 2022).
 
         The statistic :math:`\hat\beta_L'\hat V_L^{-1}\hat\beta_L` over the leads ``L`` (see
@@ -368,21 +376,36 @@ class EventStudyResult(_fe.ClusteredResult):
             Level of the test.
         slope
             A slope (per event-time unit, on the estimate's scale) at which to report the power.
+        method
+            ``wald`` (default: the statistic against :math:`\chi^2_{|L|}`), or a bootstrap with all
+            leads = 0 imposed (:func:`stopdisparity.models.inference.pretrend_bootstrap`): ``wild``
+            (linear; the Wald statistic) or ``score`` (logit; the score statistic, Kline & Santos
+            2012). With few effective clusters the chi-squared reference over-rejects; the bootstrap
+            p-value replaces it (``statistic`` is then the bootstrapped one; the power figures stay
+            those of the Wald test).
+        draws, seed
+            Bootstrap draws (Rademacher weights; all 2^G sign vectors when G ≤ 12) and their seed.
 
         Returns
         -------
         dict
             leads, statistic, df, p_value, reject, slope_power_50, slope_power_80, slope,
-            power_at_slope, alpha, reference, vcov_type.
+            power_at_slope, alpha, reference, vcov_type, method.
         """
         if not (0 < alpha < 1):
             raise SpecificationError(f"alpha must be in (0, 1); got {alpha!r}")
+        check_choice("method", method, ("wald", "score", "wild"))
         idx = [self.estimated.index(e) for e in self.leads]
         b = self.estimates[idx]
         v = self.vcov[np.ix_(idx, idx)]
         a = np.array([e - self.reference for e in self.leads], dtype=float)
         stat, k, p = _event.wald(b, v)
         ok = k > 0
+        if method != "wald":
+            from stopdisparity.models.inference import pretrend_bootstrap
+
+            boot = pretrend_bootstrap(self, method=method, draws=draws, seed=seed)
+            stat, p = boot.statistic, boot.p_value
         return {
             "leads": list(self.leads),
             "statistic": stat,
@@ -396,6 +419,7 @@ class EventStudyResult(_fe.ClusteredResult):
             "alpha": alpha,
             "reference": self.reference,
             "vcov_type": self.vcov_type,
+            "method": method,
         }
 
     # ----------------------------------------------------------------------------------------- plot

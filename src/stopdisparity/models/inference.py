@@ -1846,6 +1846,155 @@ def randomization_inference(
     return _attach(result, label, p_values, cis)
 
 
+# ------------------------------------------------------------------------ bootstrap pre-trend test
+@dataclass(frozen=True, eq=False)
+class PretrendBootstrap:
+    r"""Restricted bootstrap of the joint test that an event study's leads are zero.
+
+    ``statistic`` is the sample statistic and ``draws`` its B bootstrap values (weights ``v``), all with
+    every lead's coefficient set to 0 in the restricted fit; p = share of draws ≥ the statistic.
+    """
+
+    method: str
+    leads: tuple[int, ...]
+    statistic: float
+    draws: np.ndarray
+    v: np.ndarray
+    enumerated: bool
+
+    @property
+    def p_value(self) -> float:
+        """Share of bootstrap statistics at least the sample one (tie-tolerant, as the t tests)."""
+        ok = self.draws[np.isfinite(self.draws)]
+        return float(np.mean(ok >= self.statistic * (1 - _TIE) - 1e-300))
+
+
+def _quadratic(b: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """:math:`b_r'V_r^{-1}b_r` for stacks ``b`` (B × k) and ``v`` (B × k × k); NaN where V is singular."""
+    out = np.full(b.shape[0], np.nan)
+    for r in range(b.shape[0]):
+        with contextlib.suppress(np.linalg.LinAlgError):
+            out[r] = float(b[r] @ np.linalg.solve(v[r], b[r]))
+    return out
+
+
+def _lead_designs(result: EventStudyResult) -> tuple[_Design, np.ndarray, np.ndarray]:
+    """The first design, the lead dummies (n × k) and the free regressors under the null (n × r)."""
+    if not isinstance(result, EventStudyResult):
+        raise SpecificationError(f"the pre-trend test needs an EventStudyResult; got {type(result).__name__}")
+    if not result.leads:
+        raise SpecificationError(
+            f"no leads to test: the estimated event times {list(result.estimated)} have none before "
+            f"-anticipation other than the reference {result.reference} and the binned far lead"
+        )
+    designs = _event_designs(result)
+    lead = [result.estimated.index(e) for e in result.leads]
+    rest = [i for i in range(len(designs)) if i not in lead]
+    des = designs[0]
+    cov = _covariates(result.sample, result.columns)
+    leads = np.column_stack([designs[i].d for i in lead])
+    free = np.column_stack([*[designs[i].d for i in rest], cov]) if rest or cov.shape[1] else cov
+    return des, leads, free
+
+
+def pretrend_bootstrap(
+    result: EventStudyResult,
+    *,
+    method: Literal["score", "wild"] = "score",
+    draws: int = 999,
+    weights: WildWeights = "rademacher",
+    seed: int | None = None,
+) -> PretrendBootstrap:
+    r"""Bootstrap joint test that the leads are zero, with the null imposed (few-cluster pre-test).
+
+    The CR1 Wald pre-test (:meth:`~stopdisparity.models.event_study.EventStudyResult.pretrend_test`)
+    over-rejects with few effective clusters; this bootstraps the test with all leads
+    (:attr:`~stopdisparity.models.event_study.EventStudyResult.leads`) set to 0 in the restricted
+    model, the other event-time dummies, the covariates and the fixed effects free.
+
+    ``wild`` (linear event studies): the wild cluster restricted bootstrap of the CR1 Wald statistic
+    :math:`W = \hat\beta_L'\hat V_L^{-1}\hat\beta_L` (Cameron, Gelbach & Miller 2008; Roodman et
+    al. 2019, section 3.3): :math:`y^* = \tilde X\tilde\gamma + v_g\tilde u` from the restricted
+    fit, each draw's W from the refit with its own CR1 covariance. As for one coefficient, the
+    projection of each cluster's residuals off the fixed effects and the free regressors is computed
+    once (n × G), so a draw costs O(G² k).
+
+    ``score`` (logit event studies): the score bootstrap (Kline & Santos 2012, section 3) of the
+    cluster-robust score statistic :math:`S = \bar s'(\sum_g s_gs_g')^{-1}\bar s`,
+    :math:`\bar s = \sum_g s_g`, :math:`s_g = \sum_{i\in g}\psi_i\tilde L_i` (the leads' dummies
+    residualised on the fixed effects and the free regressors under the restricted IRLS weights);
+    :math:`S^* = (\sum_g v_gs_g)'(\sum_g v_g^2s_gs_g')^{-1}(\sum_g v_gs_g)`. S is the score (LM)
+    counterpart of W; both are :math:`\chi^2_k` in large samples.
+
+    Parameters
+    ----------
+    result
+        An :class:`~stopdisparity.models.event_study.EventStudyResult` with at least one lead.
+    method
+        ``wild`` (linear) or ``score`` (logit).
+    draws, weights, seed
+        As :func:`wild_cluster_bootstrap` (Rademacher with G ≤ 12 enumerates all 2^G vectors).
+
+    Returns
+    -------
+    PretrendBootstrap
+        The statistic, its bootstrap draws and ``p_value``.
+
+    Raises
+    ------
+    SpecificationError
+        Without leads, for a method that does not fit the estimator, or bad options.
+    """
+    check_choice("method", method, ("score", "wild"))
+    _check_draws(draws)
+    des, leads, free = _lead_designs(result)
+    if method == "wild":
+        _check_linear(result)
+    else:
+        _check_glm(result, "score bootstrap")
+    v, enumerated = _weights(weights, des.g, draws, seed)
+    ind = des.indicator
+    if method == "score":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fit = _fe.fit_glm(
+                des.y,
+                free,
+                des.projector,
+                family=des.family,
+                prior=des.prior,
+                offset=des.offset,  # type: ignore[arg-type]
+            )
+        lt = _partialler(des.projector, free, fit.weights)(leads)
+        sg = np.asarray(ind @ (fit.psi[:, None] * lt))  # G × k
+        total = sg.sum(axis=0)
+        stat = float(total @ np.linalg.solve(sg.T @ sg, total))
+        num = v @ sg  # B × k
+        var = np.einsum("bg,gj,gk->bjk", v**2, sg, sg)
+        return PretrendBootstrap("score", result.leads, stat, _quadratic(num, var), v, enumerated)
+    w = des.prior
+    partial = _partialler(des.projector, free, w)
+    r = partial(np.column_stack([des.y, leads]))
+    ut, lt = r[:, 0], r[:, 1:]  # restricted residuals, leads partialled
+    k = lt.shape[1]
+    h_inv = np.linalg.inv(np.einsum("ij,i,ik->jk", lt, w, lt))
+    wl = w[:, None] * lt
+    big = partial(ut[:, None] * ind.T.toarray())  # n × G: M(u 1_h)
+    c = np.stack([np.asarray(ind @ (wl[:, j][:, None] * big)) for j in range(k)], axis=2)  # G × G(h) × k
+    h_g = np.stack([np.asarray(ind @ (wl[:, [j]] * lt)) for j in range(k)], axis=1)  # G × k × k
+    factor = des.factor
+
+    def wald_of(vv: np.ndarray) -> np.ndarray:
+        a = np.einsum("bh,ghk->bgk", vv, c)  # per draw and cluster: L_g'W_g y*_g
+        beta = a.sum(axis=1) @ h_inv.T  # B × k
+        scores = a - np.einsum("gjk,bk->bgj", h_g, beta)
+        meat = factor * np.einsum("bgj,bgk->bjk", scores, scores)
+        return _quadratic(beta, h_inv[None] @ meat @ h_inv[None])
+
+    stat = float(wald_of(np.ones((1, des.g)))[0])
+    return PretrendBootstrap("wild", result.leads, stat, wald_of(v), v, enumerated)
+
+
 # ----------------------------------------------------------------------------------- dispatcher
 def apply_inference(result: Result, method: Method, **options: Any) -> Result:
     """Apply one inference method to a fitted result and return the new result.
@@ -1878,11 +2027,13 @@ __all__ = [
     "EXACT_LIMIT",
     "METHODS",
     "Assignments",
+    "PretrendBootstrap",
     "ScoreBootstrap",
     "WildBootstrap",
     "adoption_assignments",
     "apply_inference",
     "cr3",
+    "pretrend_bootstrap",
     "randomization_inference",
     "score_bootstrap",
     "score_bootstrap_setup",
