@@ -41,7 +41,11 @@ pointwise intervals (normal for the logit, t(G-1) for the linear model, as pyfix
 simultaneous band over the estimated event times (Montiel Olea & Plagborg-Møller 2019; critical value
 simulated from :math:`N(0,\hat V)`, seeded), and a joint Wald test (chi-squared) that the leads — event
 times before ``-anticipation`` other than the reference and the binned far lead — are zero, with its
-power against a linear pre-trend :math:`\delta\,(e - r)` (Roth 2022).
+power against a linear pre-trend :math:`\delta\,(e - r)` (Roth 2022). With few effective clusters the
+chi-squared reference of that test over-rejects; ``pretrend_test(method="wild"|"score")`` bootstraps
+it with all leads = 0 imposed. CR3, wild and score bootstraps and randomization inference for every
+event-time term come from :func:`stopdisparity.models.inference.apply_inference` (attached with
+:meth:`EventStudyResult.with_inference`).
 
 References
 ----------
