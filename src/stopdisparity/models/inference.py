@@ -674,8 +674,10 @@ def cr3(result: Result, *, alpha: float = 0.05) -> Result:
     Parameters
     ----------
     result
-        A fitted :class:`~stopdisparity.models.did.DidResult` or
-        :class:`~stopdisparity.models.counts.CountsResult`.
+        A fitted :class:`~stopdisparity.models.did.DidResult`,
+        :class:`~stopdisparity.models.counts.CountsResult` or
+        :class:`~stopdisparity.models.event_study.EventStudyResult` (the whole event study is refitted
+        on each leave-one-cluster-out sample; every event-time term gets its :math:`V_3`).
     alpha
         Level of the interval (1 - alpha coverage).
 
@@ -1130,8 +1132,8 @@ def _check_glm(result: object, method: str) -> None:
     _check_result(result, method)
     if isinstance(result, DidResult | EventStudyResult) and result.estimator not in ("twfe-logit", "logit"):
         raise SpecificationError(
-            f"the {method} applies to GLM results (twfe-logit, twfe-poisson); got {result.estimator!r} (use "
-            "method='wild' for twfe-linear)"
+            f"the {method} applies to GLM results (twfe-logit, twfe-poisson, a logit event study); got "
+            f"{result.estimator!r} (use method='wild' for the linear models)"
         )
 
 
@@ -1176,8 +1178,10 @@ def score_bootstrap(
     Parameters
     ----------
     result
-        A ``twfe-logit`` :class:`~stopdisparity.models.did.DidResult` or a
-        :class:`~stopdisparity.models.counts.CountsResult`.
+        A ``twfe-logit`` :class:`~stopdisparity.models.did.DidResult`, a
+        :class:`~stopdisparity.models.counts.CountsResult` or a logit
+        :class:`~stopdisparity.models.event_study.EventStudyResult` (each event-time term's null with
+        the other event-time dummies free in the restricted fit).
     draws, weights, seed
         As :func:`wild_cluster_bootstrap` (Rademacher with G ≤ 12 enumerates 2^G vectors).
     alpha
@@ -1638,6 +1642,9 @@ class _EventRI:
     covariates: np.ndarray
     asg: Assignments
     cache: dict[tuple[int, float], np.ndarray] = dataclasses.field(default_factory=dict)
+    linear_parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = dataclasses.field(
+        default_factory=list
+    )
 
     def _dummies(self, ks: np.ndarray) -> np.ndarray:
         """Event-time dummies under assignments ``ks``: n × len(ks) × m."""
@@ -1660,8 +1667,8 @@ class _EventRI:
 
     def _linear(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Per assignment and term: coefficients of y and of :math:`D_e`, and their CR0 cluster scores."""
-        if (-2, 0.0) in self.cache:
-            return self.cache[(-2, 0.0)]  # type: ignore[return-value]
+        if self.linear_parts:
+            return self.linear_parts[0]
         des = self.designs[0]
         w, m, n = des.prior, len(self.designs), des.y.shape[0]
         partial = _partialler(des.projector, self.covariates, w)
@@ -1687,9 +1694,8 @@ class _EventRI:
                 by[k], bd[k] = b[:, 0], np.diag(b[:, 1:])
                 c[k] = np.asarray(ind @ (q * u[:, [0]])).T
                 f[k] = np.asarray(ind @ (q * u[:, 1:])).T
-        out = (by, bd, c, f)
-        self.cache[(-2, 0.0)] = out  # type: ignore[assignment]
-        return out
+        self.linear_parts.append((by, bd, c, f))
+        return self.linear_parts[0]
 
     def _glm(self, i: int, beta0: float) -> np.ndarray:
         r"""Refits' t statistics (assignments × terms) with the offset :math:`\beta_0 D_e` (e = term i)."""
@@ -1780,8 +1786,10 @@ def randomization_inference(
     Parameters
     ----------
     result
-        A :class:`~stopdisparity.models.did.DidResult` (logit or linear) or a
-        :class:`~stopdisparity.models.counts.CountsResult` (every row: each race and the difference).
+        A :class:`~stopdisparity.models.did.DidResult` (logit or linear), a
+        :class:`~stopdisparity.models.counts.CountsResult` (every row: each race and the difference)
+        or an :class:`~stopdisparity.models.event_study.EventStudyResult` (every event-time term;
+        adoption dates permuted, see :class:`_EventRI`; binned end points needed).
     draws
         Random assignments when there are at least :data:`EXACT_LIMIT` distinct ones.
     seed
