@@ -390,9 +390,10 @@ class WithinProjector:
     For a weight vector :math:`w > 0` the projection of :math:`v` is :math:`F a` with
     :math:`F'WF a = F'Wv`. The largest factor :math:`E` is eliminated (its block is the diagonal of
     weight sums per level); the Schur complement :math:`S = A_{RR} - A_{RE} D_E^{-1} A_{ER}` of the
-    remaining dummies is formed with sparse products and factorised by Cholesky after dropping the
-    dummy columns that are redundant (found once, by pivoted QR of :math:`S` at unit weights: the null
-    space of :math:`F'WF` is that of :math:`F` for any positive weights). One step of iterative
+    remaining dummies is formed (by weighted counts of the cells when :math:`A_{RE}` is small, with
+    sparse products otherwise) and inverted after dropping the dummy columns that are redundant
+    (found once, by pivoted QR of :math:`S` at unit weights: the null space of :math:`F'WF` is that of
+    :math:`F` for any positive weights). One step of iterative
     refinement makes the residuals orthogonal to the dummies to rounding error.
 
     Parameters
@@ -501,9 +502,12 @@ class WeightedProjection:
     Both apply the dummies by sparse products with the combined dummy matrix :math:`F = [E\ R]`: the
     weighted sums :math:`F'Wv` in one pass over ``v`` (the weights are the values of the sparse
     matrix, so :math:`Wv` is never formed) and the fitted values :math:`F a` in one pass that writes the
-    output. Each output element is accumulated in the same order as by separate products with
-    :math:`E` and :math:`R`, so the results equal those of that formulation bit for bit (with one
-    factor besides the largest; to rounding with more).
+    output. Each level sum is accumulated in row order, as by separate products with :math:`E` and
+    :math:`R`; with sparse Schur blocks the results equal that formulation's bit for bit (one factor
+    besides the largest), with dense ones (BLAS products of the small blocks) to ~1e-15 relative.
+    On a 25,760 × 128 block (county × month, 146 + 336 levels) :meth:`fitted` takes ~11 ms and
+    :meth:`residualize` ~30 ms with one BLAS thread, against 33 and 70 ms with separate products.
+    Arrays in C order avoid a copy: scipy's sparse products transpose Fortran-ordered blocks first.
     """
 
     projector: WithinProjector
@@ -525,7 +529,7 @@ class WeightedProjection:
         r"""The weighted projection :math:`F(F'WF)^{-}F'Wv` of ``v`` on the dummies, in one pass.
 
         No refinement step: the result is exact to the rounding of the factorisation (in practice
-        ~1e-13 relative); :meth:`residualize` adds one step of iterative refinement.
+        ~1e-14 relative); :meth:`residualize` adds one step of iterative refinement.
 
         Parameters
         ----------
@@ -573,7 +577,8 @@ class WeightedProjection:
         """
         arr = np.asarray(v, dtype=float)
         mat = arr.reshape(arr.shape[0], -1)
-        resid = mat - self._fitted_2d(mat)
+        resid = self._fitted_2d(mat)
+        np.subtract(mat, resid, out=resid)  # v - Mv in the buffer of Mv
         resid -= self._fitted_2d(resid)
         return resid.reshape(arr.shape)
 
