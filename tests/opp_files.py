@@ -254,20 +254,26 @@ def csv_text(
     columns: Mapping[str, str] | None = None,
     *,
     blank_before: Iterable[int] = (),
+    newline: str = "\n",
+    bom: bool = False,
 ) -> CsvText:
-    """The OPP CSV text for ``rows``; a blank line goes before each record index in ``blank_before``."""
+    """The OPP CSV text for ``rows``; a blank line goes before each record index in ``blank_before``.
+
+    ``newline`` ends every line (OPP writes ``"\\n"``; ``"\\r\\n"`` is a file saved on Windows);
+    newlines inside quoted fields stay as they are. ``bom`` starts the text with a UTF-8 byte-order mark.
+    """
     cols = dict(columns or COLUMNS)
     blanks = set(blank_before)
-    out = [",".join(cols) + "\n"]
+    out = [("\ufeff" if bom else "") + ",".join(cols) + newline]
     line = 2
     lines: list[int] = []
     for i, row in enumerate(rows):
         if i in blanks:
-            out.append("\n")
+            out.append(newline)
             line += 1
         record = format_row(row, cols)
         lines.append(line)
-        out.append(record + "\n")
+        out.append(record + newline)
         line += 1 + record.count("\n")
     return CsvText("".join(out), lines)
 
@@ -321,19 +327,34 @@ def write_opp(
     return doc.lines
 
 
-def write_zip(path: Path, members: Mapping[str, bytes | str], *, symlinks: Iterable[str] = ()) -> Path:
-    """A zip archive with the given members (names verbatim, even unsafe ones); ``symlinks`` are
-    written as symbolic-link entries whose content is the link target."""
+def write_zip(
+    path: Path,
+    members: Mapping[str, bytes | str],
+    *,
+    symlinks: Iterable[str] = (),
+    compression: int = zipfile.ZIP_STORED,
+    zip64: bool = False,
+) -> Path:
+    """A zip archive with the given members (names verbatim, even unsafe ones).
+
+    ``symlinks`` are written as symbolic-link entries whose content is the link target; ``zip64``
+    gives every member zip64 extra fields (as archives over 4 GiB have), whatever its size.
+    """
     links = set(symlinks)
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
+    with zipfile.ZipFile(buf, "w", allowZip64=True) as zf:
         for name, data in members.items():
             info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
+            info.compress_type = compression
             if name in links:
                 info.create_system = 3
                 info.external_attr = 0o120777 << 16
             payload = data.encode("utf-8") if isinstance(data, str) else data
-            zf.writestr(info, payload)
+            if name.endswith("/"):
+                zf.writestr(info, payload)  # a directory entry
+                continue
+            with zf.open(info, "w", force_zip64=zip64) as f:
+                f.write(payload)
     path.write_bytes(buf.getvalue())
     return path
 

@@ -6,7 +6,21 @@ reconcile exactly against a record count made independently of the parser
 staged and reconciled; then one journal rename commits the whole ingest (see :mod:`store`).
 
 A source's identity is its base name: the same SHA-256 is a no-op (``unchanged``), a new one replaces
-the source's rows (``replaced``), a new name adds rows (``ingested``).
+the source's rows (``replaced``), a new name adds rows (``ingested``). The same file under two names
+is refused: a file whose SHA-256 equals that of another file in the same call, or of a stored source
+with another file name, would count every stop twice (:func:`refuse_duplicates`). Members of one
+archive share its SHA-256 and are not duplicates of each other.
+
+Edge cases of the input files, each a correct result or an :class:`IngestError` that names the file,
+says what to do, and leaves the store unchanged:
+
+- empty (0 bytes, or 0 bytes after decompression): error, there is no header;
+- header only: ingested with 0 rows (the manifest records the source);
+- CRLF line ends and a UTF-8 byte-order mark: read as LF and without the mark;
+- zip archives: one source per CSV member (``a.zip!m.csv`` when there are several); other members
+  (README.txt, ``__MACOSX/`` metadata) are skipped and listed in ``skipped_members``; zip64 members
+  are read; encrypted, symbolic-link, deflate64 and unsafe-path members, and truncated or corrupt
+  archives and gzip streams are errors.
 """
 
 from __future__ import annotations
@@ -71,6 +85,7 @@ class SourceReport:
     rows_without_county: int = 0
     unresolved_counties: list[dict[str, Any]] = field(default_factory=list)
     extra_columns: list[str] = field(default_factory=list)
+    skipped_members: list[str] = field(default_factory=list)  # non-CSV members of the source's archive
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +284,11 @@ def _parse_csv(
         _watch(feeder, source.name, total, progress)
         try:
             _run_parse(con, index, read_path, columns, compression, encoding, max_line_size, source)
+        except IngestError as e:
+            _drain(fifo, feeder)
+            if isinstance(feeder.error, IngestError):  # a corrupt stream explains DuckDB's error
+                raise feeder.error from e
+            raise
         finally:
             _drain(fifo, feeder)
         count = feeder.join()
@@ -287,8 +307,16 @@ def _parse_csv(
         counter = threading.Thread(target=_count, daemon=True)
         counter.start()
         compression = "gzip" if source.kind == "csv.gz" else "none"
-        _run_parse(con, index, str(source.path), columns, compression, encoding, max_line_size, source)
+        try:
+            _run_parse(con, index, str(source.path), columns, compression, encoding, max_line_size, source)
+        except IngestError as e:
+            counter.join()
+            if isinstance(result.get("error"), IngestError):  # a corrupt stream explains DuckDB's error
+                raise result["error"] from e
+            raise
         counter.join()
+        if isinstance(result.get("error"), IngestError):
+            raise result["error"]
         if "error" in result:
             raise IngestError(f"{source.label}: counting records failed: {result['error']}")
         count = result["count"]  # type: ignore[assignment]
@@ -531,6 +559,7 @@ def _stage_source(
         rows_without_county=without_county,
         unresolved_counties=unresolved,
         extra_columns=[c.name for c in columns if c.kind == "extra"],
+        skipped_members=list(source.skipped),
     )
     return _Staged(report, parts, quarantine_out if quarantined else None, [c.name for c in columns])
 
@@ -603,6 +632,9 @@ def ingest(
             entry = known.get(source.name)
             status = "ingested" if entry is None else ("unchanged" if entry["sha256"] == sha else "replaced")
             plan.append((source, sha, status))
+        refuse_duplicates(plan, known)
+        for path, skipped in dict.fromkeys((s.path, s.skipped) for s in sources if s.skipped):
+            log.warning("%s: skipped members that are not CSV data: %s", path, list(skipped))
         if all(status == "unchanged" for _, _, status in plan):
             return IngestReport(str(st.root), tuple(_unchanged(s, sha, known) for s, sha, _ in plan))
         tx = st.begin()
@@ -615,10 +647,45 @@ def ingest(
     return report
 
 
+def refuse_duplicates(plan: Sequence[tuple[Source, str, str]], known: dict[str, Any]) -> None:
+    """Refuse the same file under two names: in one call, or already stored under another name.
+
+    Parameters
+    ----------
+    plan
+        (source, file SHA-256, status) for each source of the ingest.
+    known
+        The manifest's sources: name -> entry with ``path`` and ``sha256``.
+
+    Raises
+    ------
+    IngestError
+        Naming both files; nothing has been written.
+    """
+    first: dict[str, Path] = {}
+    for source, sha, status in plan:
+        other = first.setdefault(sha, source.path)
+        if other != source.path:
+            raise IngestError(
+                f"{other} and {source.path} are the same file (sha256 {sha[:12]}...) under two names; "
+                "ingesting both would count every stop twice: pass only one (the store is unchanged)"
+            )
+        if status == "unchanged":
+            continue
+        for name, entry in known.items():
+            if entry["sha256"] == sha and Path(entry["path"]).name != source.path.name:
+                raise IngestError(
+                    f"{source.label}: the same file (sha256 {sha[:12]}...) is already stored as "
+                    f"{name!r}; ingesting it again would count every stop twice: leave it out "
+                    "(the store is unchanged)"
+                )
+
+
 def _unchanged(source: Source, sha: str, known: dict[str, Any]) -> SourceReport:
     return SourceReport(
         path=str(source.path.resolve()), name=source.name, sha256=sha, status="unchanged",
         rows_read=0, rows_stored=0, rows_quarantined=0, state=known[source.name]["state"],
+        skipped_members=list(source.skipped),
     )  # fmt: skip
 
 

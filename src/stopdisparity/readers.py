@@ -47,6 +47,7 @@ class Source:
     kind: SourceKind
     state: str
     member: str | None = None
+    skipped: tuple[str, ...] = ()  # the archive's members that are not CSV data, not ingested
 
     @property
     def label(self) -> str:
@@ -73,14 +74,38 @@ def _kind(path: Path) -> SourceKind:
     )
 
 
-def _safe_members(path: Path) -> list[zipfile.ZipInfo]:
-    """CSV members of a zip archive, refusing unsafe or unreadable ones (with the reason)."""
+#: Compression methods zipfile can read (deflate64, method 9, is the common one it cannot).
+_ZIP_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate",
+                zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "lzma"}  # fmt: skip
+
+
+def _is_data_member(name: str) -> bool:
+    """A CSV member that holds data: not macOS metadata (``__MACOSX/``, ``._name``)."""
+    parts = Path(name).parts
+    return name.lower().endswith(".csv") and "__MACOSX" not in parts and not parts[-1].startswith("._")
+
+
+def _safe_members(path: Path) -> tuple[list[zipfile.ZipInfo], list[str]]:
+    """CSV data members of a zip archive and the names of the other (skipped) files in it.
+
+    Raises
+    ------
+    IngestError
+        For an unreadable archive or an unsafe or unreadable member (absolute or parent path,
+        symbolic link, encryption, unsupported compression), with the reason and what to do.
+    """
     try:
         with zipfile.ZipFile(path) as zf:
             infos = zf.infolist()
-    except zipfile.BadZipFile as e:
-        raise IngestError(f"{path}: not a readable zip archive ({e}); download the file again") from e
-    members = []
+    except (zipfile.BadZipFile, OSError) as e:
+        size = path.stat().st_size
+        what = "an empty file (0 bytes)" if size == 0 else f"not a readable zip archive ({e})"
+        raise IngestError(
+            f"{path}: {what}; it is probably truncated or corrupt: download the file again "
+            "(the store is unchanged)"
+        ) from e
+    members: list[zipfile.ZipInfo] = []
+    skipped: list[str] = []
     for info in infos:
         if info.is_dir():
             continue
@@ -88,16 +113,30 @@ def _safe_members(path: Path) -> list[zipfile.ZipInfo]:
         if name.startswith(("/", "\\")) or ".." in Path(name).parts or re.match(r"^[A-Za-z]:", name):
             raise IngestError(f"{path}: member {name!r} has an absolute or parent path; refused")
         if stat.S_ISLNK(info.external_attr >> 16):
-            raise IngestError(f"{path}: member {name!r} is a symbolic link; refused")
+            raise IngestError(
+                f"{path}: member {name!r} is a symbolic link; refused: put the file itself in the "
+                "archive, or unzip it and ingest the .csv (the store is unchanged)"
+            )
+        if not _is_data_member(name):
+            skipped.append(name)
+            continue
         if info.flag_bits & 0x1:
-            raise IngestError(f"{path}: member {name!r} is encrypted; decrypt the archive first")
-        if name.lower().endswith(".csv"):
-            members.append(info)
+            raise IngestError(
+                f"{path}: member {name!r} is encrypted (password-protected); unzip it with the "
+                "password and ingest the .csv (the store is unchanged)"
+            )
+        if info.compress_type not in _ZIP_METHODS:
+            raise IngestError(
+                f"{path}: member {name!r} uses zip compression method {info.compress_type} "
+                "(9 is deflate64), which cannot be read; unzip it and ingest the .csv, or re-zip it "
+                "with standard deflate (the store is unchanged)"
+            )
+        members.append(info)
     if not members:
         raise IngestError(
             f"{path}: the archive holds no .csv member (members: {[i.filename for i in infos]})"
         )
-    return members
+    return members, skipped
 
 
 def discover(paths: Sequence[str | Path], *, state: str | None = None) -> list[Source]:
@@ -124,10 +163,10 @@ def discover(paths: Sequence[str | Path], *, state: str | None = None) -> list[S
                 "nc_statewide_2020_04_01.csv.zip); pass --state XX"
             )
         if kind == "csv.zip":
-            members = _safe_members(path)
+            members, skipped = _safe_members(path)
             for info in members:
                 name = path.name if len(members) == 1 else f"{path.name}!{info.filename}"
-                sources.append(Source(path, name, kind, st, info.filename))
+                sources.append(Source(path, name, kind, st, info.filename, tuple(skipped)))
         else:
             sources.append(Source(path, path.name, kind, st))
     names = [s.name for s in sources]
@@ -149,32 +188,40 @@ def sha256_file(path: Path) -> str:
 
 
 @contextmanager
+def stream_errors(source: Source) -> Iterator[None]:
+    """Turn a decompression error inside the block into an IngestError that says what to do.
+
+    A broken pipe (the reader of a named pipe stopped early) is not the source's fault and passes
+    through unchanged.
+    """
+    import zlib
+
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as e:
+        what = "gzip stream" if source.kind == "csv.gz" else "zip archive"
+        raise IngestError(
+            f"{source.label}: the {what} is corrupt or truncated ({e}); download the file again "
+            "(the store is unchanged)"
+        ) from e
+
+
+@contextmanager
 def open_decompressed(source: Source) -> Iterator[BinaryIO]:
     """The source's decompressed CSV bytes as a stream (zip members are never written to disk)."""
     if source.kind == "csv":
         with source.path.open("rb") as f:
             yield f
     elif source.kind == "csv.gz":
-        try:
-            with gzip.open(source.path, "rb") as f:
-                yield f  # type: ignore[misc]
-        except (OSError, EOFError, zlib_error()) as e:
-            raise IngestError(f"{source.label}: the gzip stream is corrupt or truncated ({e})") from e
+        with stream_errors(source), gzip.open(source.path, "rb") as f:
+            yield f  # type: ignore[misc]
     elif source.kind == "csv.zip":
-        try:
-            with zipfile.ZipFile(source.path) as zf, zf.open(source.member or "") as f:
-                yield f  # type: ignore[misc]
-        except (zipfile.BadZipFile, zlib_error()) as e:
-            raise IngestError(f"{source.label}: the archive is corrupt or truncated ({e})") from e
+        with stream_errors(source), zipfile.ZipFile(source.path) as zf, zf.open(source.member or "") as f:
+            yield f  # type: ignore[misc]
     else:
         raise IngestError(f"{source.label}: parquet has no text stream")
-
-
-def zlib_error() -> type[Exception]:
-    """The zlib error class (imported lazily so the module loads fast)."""
-    import zlib
-
-    return zlib.error
 
 
 @dataclass(slots=True)
@@ -315,7 +362,11 @@ def parse_header(source: Source, header: bytes, encoding: str = "utf-8") -> list
         ) from e
     text = text.lstrip("\ufeff")
     if not text.strip():
-        raise IngestError(f"{source.label}, line 1: empty file or empty header line; nothing to ingest")
+        raise IngestError(
+            f"{source.label}: the file is empty (0 bytes after decompression) or its first line is "
+            "blank, so it has no header; an OPP file starts with a header line. Download it again, "
+            "or leave it out (the store is unchanged)"
+        )
     return next(csv.reader(io.StringIO(text)))
 
 
@@ -381,7 +432,7 @@ def count_records(source: Source, *, on_bytes: Callable[[int], None] | None = No
     """
     counter = RecordCounter()
     if source.kind in ("csv", "csv.gz"):
-        with source.path.open("rb") as raw:
+        with stream_errors(source), source.path.open("rb") as raw:
             stream: BinaryIO = gzip.GzipFile(fileobj=raw) if source.kind == "csv.gz" else raw  # type: ignore[assignment]
             while chunk := stream.read(CHUNK):
                 counter.update(chunk)
