@@ -268,10 +268,9 @@ def test_did_generic_panel_json(tmp_path: Path) -> None:
         (None, ("--outcome", "hits", "--estimator", "twfe-logit"), "needs trials"),
         (None, ("--outcome", "n tot", "--trials", "hits"), "0 <= n tot <= hits; got"),
         (None, ("--outcome", "log emp", "--treatment", "d"), "--treatment applies to the race layout"),
-        (None, ("--outcome", "log emp", "--covariates", "x.1", "--inference", "wild"), "covariates"),
     ],
     ids=["missing-covariate", "missing-outcome", "fractional-first-treated", "first-treated-range",
-         "logit-without-trials", "outcome-over-trials", "treatment-option", "inference-covariates"],
+         "logit-without-trials", "outcome-over-trials", "treatment-option"],
 )  # fmt: skip
 def test_did_generic_panel_errors(
     tmp_path: Path, edit: str | None, args: tuple[str, ...], needle: str
@@ -290,6 +289,30 @@ def test_did_generic_panel_errors(
     assert res.exit_code == 2
     assert res.stdout == ""
     assert needle in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("inference", ["wild", "cr3", "ri"])
+def test_did_generic_panel_inference_with_covariates(tmp_path: Path, inference: str) -> None:
+    """Bootstrap, jackknife and RI partial out the covariates: the CLI row equals the API's."""
+    import polars as pl
+
+    from stopdisparity.models.did import fit_did_panel
+    from stopdisparity.models.inference import apply_inference
+
+    csv = _generic_csv(tmp_path / "panel.csv")
+    args = ("--outcome", "log emp", "--covariates", "x.1", "--inference", inference, "--draws", "199")
+    res = _invoke(*GENERIC, "--panel", str(csv), *args, "--seed", "7", "--json")
+    assert res.exit_code == 0, res.stderr
+    row = json.loads(res.stdout)[0]
+    names = {"yname": "log emp", "idname": "county id", "tname": "año", "gname": "first.treat"}
+    fit = fit_did_panel(pl.read_csv(csv), **names, xnames=("x.1",))
+    options = {} if inference == "cr3" else {"draws": 199, "seed": 7}
+    if inference == "ri":
+        options["within"] = None
+    api = apply_inference(fit, inference, **options).tidy().row(0, named=True)  # type: ignore[arg-type]
+    assert row["p_value"] == pytest.approx(api["p_value"], rel=1e-12)
+    assert row["ci_low"] == pytest.approx(api["ci_low"], rel=1e-9)
+    assert row["inference"] == api["inference"]
 
 
 def test_did_generic_panel_needs_first_treated_and_a_panel(tmp_path: Path) -> None:

@@ -596,11 +596,6 @@ def _fit_generic_tidy(
             "--estimator twfe-poisson applies to the race layout; a generic panel takes twfe-logit "
             "(with --trials), twfe-linear or event-study"
         )
-    if covariates and inference != "cluster":
-        raise StopDisparityError(
-            f"--inference {inference} does not partial out covariates yet ({list(covariates)}); use the "
-            "default cluster-robust inference with --covariates, or drop --covariates"
-        )
     common: dict[str, Any] = {
         "yname": outcome, "idname": unit, "tname": period, "gname": first_treated, "trials": trials,
         "weights": weights, "xnames": covariates, "cluster": cluster, "group": group, "missing": missing,

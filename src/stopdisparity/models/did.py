@@ -864,9 +864,9 @@ def _check_inference_covariates(covariates: tuple[str, ...], inference: Inferenc
     if set(covariates) != set(inference.covariates):
         raise SpecificationError(
             f"this result has covariates {list(covariates)} but the inference {inference.label!r} "
-            f"partials out {list(inference.covariates)}: it would test a different model. Bootstrap and "
-            "randomization inference do not support covariates yet; use the analytical cluster-robust "
-            "inference, or fit without covariates"
+            f"partials out {list(inference.covariates)}: it would test a different model. Attach inference "
+            "computed from this result (stopdisparity.models.inference.apply_inference), which partials out "
+            "its covariates"
         )
 
 
