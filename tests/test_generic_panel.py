@@ -406,13 +406,15 @@ def test_wild_and_cr3_on_generic_linear():
     assert wild["ci_low"] < res.estimate < wild["ci_high"]
     cr3 = quiet(apply_inference, res, "cr3").tidy().row(0, named=True)
     assert cr3["inference"].startswith("CR3") and 0 <= cr3["p_value"] <= 1
-    # with covariates the methods (which do not partial them out yet) refuse instead of testing
-    # another model
+    # with covariates the methods partial them out and say so; an inference computed without them
+    # cannot be attached to a result that has them (it would test another model)
     cov = quiet(fit_did_panel, panel, yname=Y, idname=UNIT, tname=PERIOD, gname=FIRST, xnames=(X1,))
+    for method, options in (("wild", {"draws": 99, "seed": 2}), ("cr3", {})):
+        attached = quiet(apply_inference, cov, method, **options)
+        assert attached.inference is not None and attached.inference.covariates == (X1,)
+    plain = quiet(apply_inference, res, "wild", draws=199, seed=2)
     with pytest.raises(SpecificationError, match="covariates"):
-        quiet(apply_inference, cov, "wild", draws=99, seed=2)
-    with pytest.raises(SpecificationError, match="covariate"):
-        quiet(apply_inference, cov, "cr3")
+        cov.with_inference(plain.inference)
 
 
 def test_leave_one_out_and_weights_keep_covariates():
