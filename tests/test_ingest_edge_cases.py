@@ -47,7 +47,7 @@ OTHER = f"{HEADER}\n5,2020-02-02\n"  # not the baseline's bytes
 BASELINE = "nc_baseline_2019_01_01.csv"
 
 # Advice an error must give: what to do about the file (and that nothing changed).
-ADVICE = r"download (it|the file) again|leave it out|pass only one|unzip it|re-zip|put the file"
+ADVICE = r"download (it|the file) again|leave it out|unzip it|re-zip|put the file"
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -215,31 +215,54 @@ def test_crlf_and_bom_give_exactly_the_lf_rows(tmp_path: Path, fmt: str, newline
 
 
 # ------------------------------------------------------------------------ one file, two names
-def test_same_file_under_two_names_in_one_call_is_refused(tmp_path: Path) -> None:
+# Decision: identity is the base name (DESIGN.md), so the same file under two names is two sources,
+# both stored; the report names the other source in ``same_file_as`` and the ingest logs a warning.
+def test_same_file_under_two_names_in_one_call_is_stored_twice_and_flagged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     store = store_with_baseline(tmp_path)
     first = write_text(tmp_path / "nc_statewide_2020_04_01.csv", OTHER)
     copy = tmp_path / "nc_statewide_copy_2020_04_01.csv"
     shutil.copyfile(first, copy)
-    message = assert_refused([first, copy], store, names=[first.name, copy.name])
-    assert "twice" in message
+    with caplog.at_level("WARNING", logger="stopdisparity.ingest"):
+        report = ingest([first, copy], store)
+    assert_reconciled(report)
+    assert [(f.name, f.status, f.rows_stored, f.same_file_as) for f in report.files] == [
+        (first.name, "ingested", 1, [copy.name]),
+        (copy.name, "ingested", 1, [first.name]),
+    ]
+    assert "every stop twice" in caplog.text and copy.name in caplog.text
+    counts = open_store(store).scan().group_by("source_file").len().collect()
+    assert dict(counts.rows()) == {BASELINE: 2, first.name: 1, copy.name: 1}
+    assert json.loads(json.dumps(report.to_json()))["files"][0]["same_file_as"] == [copy.name]
 
 
-def test_same_file_already_stored_under_another_name_is_refused(tmp_path: Path) -> None:
+def test_same_file_already_stored_under_another_name_is_flagged(tmp_path: Path) -> None:
     store = store_with_baseline(tmp_path)
     copy = tmp_path / "nc_renamed_2019_01_01.csv"
     shutil.copyfile(tmp_path / BASELINE, copy)
-    message = assert_refused([copy], store, names=[copy.name, BASELINE])
-    assert "already stored" in message
+    [f] = ingest([copy], store).files
+    assert (f.status, f.rows_stored, f.same_file_as) == ("ingested", 2, [BASELINE])
+    [again] = ingest([copy], store).files  # unchanged: nothing written, nothing to flag
+    assert (again.status, again.same_file_as) == ("unchanged", [])
 
 
-def test_same_archive_under_two_names_is_refused_member_by_member(tmp_path: Path) -> None:
+def test_members_of_one_archive_are_not_flagged_but_a_copy_of_it_is(tmp_path: Path) -> None:
     store = tmp_path / "store"
-    archive = write_zip(tmp_path / "nc_multi_2020_04_01.zip", {"a.csv": SMALL, "b.csv": f"{HEADER}\n3,NA\n"})
-    report = ingest([archive], store)  # members of one archive share its sha256: not duplicates
-    assert [f.rows_stored for f in report.files] == [2, 1]
+    archive = write_zip(tmp_path / "nc_multi_2020_04_01.zip", {"a.csv": SMALL, "b.csv": OTHER})
+    report = ingest([archive], store)  # members of one archive share its sha256
+    assert [(f.rows_stored, f.same_file_as) for f in report.files] == [(2, []), (1, [])]
     copy = tmp_path / "nc_multi_copy_2020_04_01.zip"
     shutil.copyfile(archive, copy)
-    assert_refused([copy], store, names=[copy.name, "nc_multi_2020_04_01.zip!a.csv"])
+    report = ingest([copy], store)
+    stored_members = ["nc_multi_2020_04_01.zip!a.csv", "nc_multi_2020_04_01.zip!b.csv"]
+    assert [f.same_file_as for f in report.files] == [stored_members, stored_members]
+
+
+def test_different_files_are_not_flagged(tmp_path: Path) -> None:
+    store = store_with_baseline(tmp_path)
+    [f] = ingest([write_text(tmp_path / "nc_other_2020_04_01.csv", OTHER)], store).files
+    assert f.same_file_as == []
 
 
 def test_same_base_name_in_two_directories_is_refused(tmp_path: Path) -> None:

@@ -7,9 +7,10 @@ staged and reconciled; then one journal rename commits the whole ingest (see :mo
 
 A source's identity is its base name: the same SHA-256 is a no-op (``unchanged``), a new one replaces
 the source's rows (``replaced``), a new name adds rows (``ingested``). The same file under two names
-is refused: a file whose SHA-256 equals that of another file in the same call, or of a stored source
-with another file name, would count every stop twice (:func:`refuse_duplicates`). Members of one
-archive share its SHA-256 and are not duplicates of each other.
+is therefore two sources, both stored (the store holds every stop twice): the ingest does not refuse
+it, because a renamed download is still a distinct identity, but it logs a warning and names the
+other source in the report's ``same_file_as`` (:func:`same_files`), so a panel over both can be
+caught. Members of one archive share its SHA-256 and are not flagged against each other.
 
 Edge cases of the input files, each a correct result or an :class:`IngestError` that names the file,
 says what to do, and leaves the store unchanged:
@@ -25,6 +26,7 @@ says what to do, and leaves the store unchanged:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -86,6 +88,7 @@ class SourceReport:
     unresolved_counties: list[dict[str, Any]] = field(default_factory=list)
     extra_columns: list[str] = field(default_factory=list)
     skipped_members: list[str] = field(default_factory=list)  # non-CSV members of the source's archive
+    same_file_as: list[str] = field(default_factory=list)  # other sources with the same sha256
 
 
 @dataclass(frozen=True, slots=True)
@@ -632,7 +635,9 @@ def ingest(
             entry = known.get(source.name)
             status = "ingested" if entry is None else ("unchanged" if entry["sha256"] == sha else "replaced")
             plan.append((source, sha, status))
-        refuse_duplicates(plan, known)
+        duplicates = same_files(plan, known)
+        for name, others in duplicates.items():
+            log.warning("%s: the same file (sha256) as %s; both are stored, every stop twice", name, others)
         for path, skipped in dict.fromkeys((s.path, s.skipped) for s in sources if s.skipped):
             log.warning("%s: skipped members that are not CSV data: %s", path, list(skipped))
         if all(status == "unchanged" for _, _, status in plan):
@@ -644,11 +649,12 @@ def ingest(
             if not st.committed(tx):  # after the commit point, recovery rolls forward instead
                 st.abort(tx)
             raise
-    return report
+    files = tuple(dataclasses.replace(f, same_file_as=duplicates.get(f.name, [])) for f in report.files)
+    return dataclasses.replace(report, files=files)
 
 
-def refuse_duplicates(plan: Sequence[tuple[Source, str, str]], known: dict[str, Any]) -> None:
-    """Refuse the same file under two names: in one call, or already stored under another name.
+def same_files(plan: Sequence[tuple[Source, str, str]], known: dict[str, Any]) -> dict[str, list[str]]:
+    """Other sources holding the same file (SHA-256) under another file name, per source written.
 
     Parameters
     ----------
@@ -657,28 +663,24 @@ def refuse_duplicates(plan: Sequence[tuple[Source, str, str]], known: dict[str, 
     known
         The manifest's sources: name -> entry with ``path`` and ``sha256``.
 
-    Raises
-    ------
-    IngestError
-        Naming both files; nothing has been written.
+    Returns
+    -------
+    dict
+        Source name -> names of the sources (in this call, or already stored) whose file has the
+        same SHA-256 but another base name; only sources that will be written, only when non-empty.
+        Members of one archive are never listed against each other.
     """
-    first: dict[str, Path] = {}
+    by_sha: dict[str, dict[str, str]] = {}  # sha -> source name -> file base name
+    for name, entry in known.items():
+        by_sha.setdefault(entry["sha256"], {})[name] = Path(entry["path"]).name
+    for source, sha, _ in plan:
+        by_sha.setdefault(sha, {})[source.name] = source.path.name
+    found: dict[str, list[str]] = {}
     for source, sha, status in plan:
-        other = first.setdefault(sha, source.path)
-        if other != source.path:
-            raise IngestError(
-                f"{other} and {source.path} are the same file (sha256 {sha[:12]}...) under two names; "
-                "ingesting both would count every stop twice: pass only one (the store is unchanged)"
-            )
-        if status == "unchanged":
-            continue
-        for name, entry in known.items():
-            if entry["sha256"] == sha and Path(entry["path"]).name != source.path.name:
-                raise IngestError(
-                    f"{source.label}: the same file (sha256 {sha[:12]}...) is already stored as "
-                    f"{name!r}; ingesting it again would count every stop twice: leave it out "
-                    "(the store is unchanged)"
-                )
+        others = sorted(n for n, file in by_sha[sha].items() if file != source.path.name)
+        if others and status != "unchanged":
+            found[source.name] = others
+    return found
 
 
 def _unchanged(source: Source, sha: str, known: dict[str, Any]) -> SourceReport:
