@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 import random
 import re
 import shutil
 import struct
 import sys
+import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -146,6 +148,10 @@ EMPTY_CASES: dict[str, Callable[[Path], tuple[Path, str]]] = {
     "zip member among others": lambda t: (
         write_zip(t / "nc_multi_2020_04_01.zip", {"a.csv": SMALL, "b.csv": b""}),
         "nc_multi_2020_04_01.zip!b.csv",
+    ),
+    "only a BOM and CRLF": lambda t: (
+        write_bytes(t / "nc_bom_2020_04_01.csv", b"\xef\xbb\xbf\r\n"),
+        "nc_bom_2020_04_01.csv",
     ),
     "0-byte .csv.gz": lambda t: (_zero_bytes(t, "nc_zero_2020_04_01.csv.gz"), "nc_zero_2020_04_01.csv.gz"),
     "0-byte .zip": lambda t: (_zero_bytes(t, "nc_zero_2020_04_01.csv.zip"), "nc_zero_2020_04_01.csv.zip"),
@@ -388,10 +394,22 @@ def _gzip_cut(t: Path, *, corrupt: bool) -> tuple[Path, list[str]]:
     return path, [path.name, "gzip stream is corrupt or truncated"]
 
 
+def _duplicate_member(t: Path) -> tuple[Path, list[str]]:
+    path = t / "nc_twice_2020_04_01.zip"
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), zipfile.ZipFile(buf, "w") as zf:
+        warnings.simplefilter("ignore")  # zipfile warns "Duplicate name"
+        zf.writestr("m.csv", SMALL)
+        zf.writestr("m.csv", OTHER)
+    path.write_bytes(buf.getvalue())
+    return path, [path.name, "m.csv", "appears twice"]
+
+
 BROKEN: dict[str, Callable[[Path], tuple[Path, list[str]]]] = {
     "encrypted member": _encrypted,
     "deflate64 member": _deflate64,
     "symlink member": _symlink,
+    "member name twice": _duplicate_member,
     "truncated archive": _truncated_archive,
     "corrupt member data": _corrupt_member,
     "member with a bad CRC": _bad_crc,
@@ -435,6 +453,16 @@ def test_zip64_members_are_read(tmp_path: Path) -> None:
     )
     exp = expected_frame(rows)
     assert_frame_equal(got.select(exp.columns), exp)
+
+
+def test_concatenated_gzip_members_are_one_stream(tmp_path: Path) -> None:
+    """``cat a.gz b.gz`` (or pigz) output is valid gzip: all of it is read, by DuckDB and the count."""
+    path = tmp_path / "nc_cat_2020_04_01.csv.gz"
+    path.write_bytes(gzip.compress(SMALL.encode(), mtime=0) + gzip.compress(b"3,2019-03-03\n", mtime=0))
+    [f] = ingest([path], tmp_path / "store").files
+    assert (f.rows_read, f.rows_stored, f.rows_quarantined) == (3, 3, 0)
+    got = open_store(tmp_path / "store").scan().sort("source_line").collect()
+    assert got.select("raw_row_number", "source_line").rows() == [("1", 2), ("2", 3), ("3", 4)]
 
 
 def test_cli_names_the_file_and_exits_2_on_an_empty_file(tmp_path: Path) -> None:

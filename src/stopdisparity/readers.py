@@ -92,7 +92,8 @@ def _safe_members(path: Path) -> tuple[list[zipfile.ZipInfo], list[str]]:
     ------
     IngestError
         For an unreadable archive or an unsafe or unreadable member (absolute or parent path,
-        symbolic link, encryption, unsupported compression), with the reason and what to do.
+        symbolic link, encryption, unsupported compression, a name that appears twice), with the
+        reason and what to do.
     """
     try:
         with zipfile.ZipFile(path) as zf:
@@ -120,6 +121,11 @@ def _safe_members(path: Path) -> tuple[list[zipfile.ZipInfo], list[str]]:
         if not _is_data_member(name):
             skipped.append(name)
             continue
+        if any(m.filename == name for m in members):
+            raise IngestError(
+                f"{path}: member {name!r} appears twice in the archive (an archive appended to); "
+                "unzip it and ingest the .csv you mean (the store is unchanged)"
+            )
         if info.flag_bits & 0x1:
             raise IngestError(
                 f"{path}: member {name!r} is encrypted (password-protected); unzip it with the "
