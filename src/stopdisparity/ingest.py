@@ -20,8 +20,8 @@ says what to do, and leaves the store unchanged:
 - CRLF line ends and a UTF-8 byte-order mark: read as LF and without the mark;
 - zip archives: one source per CSV member (``a.zip!m.csv`` when there are several); other members
   (README.txt, ``__MACOSX/`` metadata) are skipped and listed in ``skipped_members``; zip64 members
-  are read; encrypted, symbolic-link, deflate64 and unsafe-path members, and truncated or corrupt
-  archives and gzip streams are errors.
+  are read; encrypted, symbolic-link, deflate64, unsafe-path and twice-named members, and truncated
+  or corrupt archives and gzip streams are errors (concatenated gzip members are one valid stream).
 """
 
 from __future__ import annotations
