@@ -486,3 +486,22 @@ def test_write_opp_still_writes_lf_without_bom(tmp_path: Path) -> None:
     write_opp(path, make_rows(3))
     data = path.read_bytes()
     assert not data.startswith(b"\xef\xbb\xbf") and b"\r\n" not in data
+
+
+def test_cli_summary_names_skipped_members_and_duplicate_files(tmp_path: Path) -> None:
+    """The text summary of `stopdisparity ingest` says what was skipped and what is stored twice."""
+    from typer.testing import CliRunner
+
+    from stopdisparity.cli import app
+
+    archive = write_zip(tmp_path / "nc_multi_2020_04_01.zip", {"README.txt": "notes", "m1.csv": SMALL})
+    first = write_text(tmp_path / "nc_statewide_2020_04_01.csv", OTHER)
+    copy = tmp_path / "nc_statewide_copy_2020_04_01.csv"
+    shutil.copyfile(first, copy)
+    args = ["ingest", str(archive), str(first), str(copy), "--store", str(tmp_path / "s")]
+    run = CliRunner().invoke(app, args)
+    assert run.exit_code == 0, run.output
+    text = " ".join(run.stderr.split())  # rich wraps long lines at the terminal width
+    assert "skipped non-CSV members: README.txt" in text
+    assert f"{first.name}: ingested" in text
+    assert f"same file as {copy.name} (stored twice)" in text

@@ -128,9 +128,9 @@ def ingest(
                     if f.rows_quarantined
                     else ""
                 )
-                + (
-                    f"; {f.rows_without_county:,} rows without a county FIPS" if f.rows_without_county else ""
-                ),
+                + (f"; {f.rows_without_county:,} rows without a county FIPS" if f.rows_without_county else "")
+                + (f"; skipped non-CSV members: {', '.join(f.skipped_members)}" if f.skipped_members else "")
+                + (f"; same file as {', '.join(f.same_file_as)} (stored twice)" if f.same_file_as else ""),
                 highlight=False,
             )
         err.print(
