@@ -1,4 +1,5 @@
-# Two commands for a fresh machine: `make demo` (synth -> ingest -> stops by state, year, race)
+# Two commands for a fresh machine: `make demo` (synth -> ingest -> stops by state, year, race ->
+# the headline TWFE logit of troopers' Hispanic-vs-White stops with score-bootstrap inference)
 # and `make test`. Both create .venv and install the pinned dependencies themselves. Tests run in two
 # processes with one BLAS thread each (the machine has 2 cores; more threads only contend).
 PYTHON ?= python3
@@ -19,6 +20,8 @@ demo: $(STAMP)
 	$(VENV)/bin/stopdisparity synth $(DEMO)/raw --rows 400000 --seed 20240601
 	$(VENV)/bin/stopdisparity ingest $(DEMO)/raw/*.csv.zip --store $(DEMO)/store
 	$(VENV)/bin/stopdisparity summary --store $(DEMO)/store
+	$(VENV)/bin/stopdisparity did --store $(DEMO)/store --agency "NC State Highway Patrol" \
+		--agency "SC Highway Patrol" --inference score
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
