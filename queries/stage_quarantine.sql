@@ -31,7 +31,10 @@ COPY (
                 ELSE 'type_cast'
             END, column_idx) AS reason,
             arg_min(csv_line, column_idx) AS raw_text,
-            arg_min(error_message, column_idx) AS message
+            arg_min(CASE error_type
+                WHEN 'INVALID ENCODING' THEN error_message || ' If the file is Latin-1 (Windows-1252), ingest it again with --encoding latin-1 (Python: encoding="latin-1").'
+                ELSE error_message
+            END, column_idx) AS message
         FROM {{rejects}}
         GROUP BY line
     ),
