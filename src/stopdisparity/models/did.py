@@ -581,27 +581,32 @@ class DidResult(_fe.ClusteredResult):
     @cached_property
     def _loo(self) -> list[tuple[Any, _Core]]:
         treated_units = self.sample.filter(pl.col(TREATED) > 0).get_column(UNIT).unique().sort().to_list()
-        out = []
-        for u in treated_units:
-            keep = self.sample.filter(pl.col(UNIT) != u)
-            if self.estimator == "twfe-logit":
-                keep, _ = _fe.drop_separated(
-                    keep.with_columns(_fe.gp_expr(self.multi_group)), [UNIT, _fe.GP], ["focal", "reference"]
-                )
-            xcols = covariate_columns(self.columns)
-            pairs = keep.select(UNIT, PERIOD, GROUP, CLUSTER, TREATED, "focal", "reference", "n", *xcols)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                core = _estimate(
-                    pairs,
-                    estimator=self.estimator,
-                    weights=self.weights or "stops",
-                    multi_group=self.multi_group,
-                    names=self.columns,
-                    eta_start=keep.get_column("eta").to_numpy(),
-                )
-            out.append((u, core))
-        return out
+        return [(u, self.refit(self.sample.filter(pl.col(UNIT) != u))) for u in treated_units]
+
+    def refit(self, keep: pl.DataFrame) -> _Core:
+        """The same model refitted on the estimation cells ``keep`` (a subset of :attr:`sample`).
+
+        Separated units and group-periods are dropped again for the logit, and the fit starts from
+        the full fit's linear predictor. Serves the leave-one-out table and the CR3 jackknife.
+        """
+        if self.estimator == "twfe-logit":
+            keep, _ = _fe.drop_separated(
+                keep.with_columns(_fe.gp_expr(self.multi_group)), [UNIT, _fe.GP], ["focal", "reference"]
+            )
+        xcols = covariate_columns(self.columns)
+        pairs = keep.select(UNIT, PERIOD, GROUP, CLUSTER, TREATED, "focal", "reference", "n", *xcols)
+        if pairs.height == 0 or pairs.get_column(TREATED).n_unique() < 2:
+            raise SpecificationError("no treatment variation")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return _estimate(
+                pairs,
+                estimator=self.estimator,
+                weights=self.weights or "stops",
+                multi_group=self.multi_group,
+                names=self.columns,
+                eta_start=keep.get_column("eta").to_numpy(),
+            )
 
 
 def fit_did(

@@ -148,7 +148,7 @@ from stopdisparity.models import _event, _fe
 from stopdisparity.models._fe import CLUSTER, GROUP, PERIOD, POPULATION, RACE, STOPS, TREATED, UNIT, Inference
 from stopdisparity.models._panel import covariate_columns
 from stopdisparity.models.counts import CountsResult, refit_counts
-from stopdisparity.models.did import DidResult, _estimate
+from stopdisparity.models.did import DidResult
 from stopdisparity.models.event_study import EventStudyResult
 
 Method = Literal["cluster", "cr3", "wild", "score", "ri"]
@@ -722,34 +722,7 @@ def _jackknife(result: Result) -> np.ndarray:
             if isinstance(result, EventStudyResult):
                 out.append(_refit_event(result, keep))
                 continue
-            if result.estimator == "twfe-logit":
-                keep, _ = _fe.drop_separated(
-                    keep.with_columns(_fe.gp_expr(result.multi_group)), [UNIT, _fe.GP], ["focal", "reference"]
-                )
-            pairs = keep.select(
-                UNIT,
-                PERIOD,
-                GROUP,
-                CLUSTER,
-                TREATED,
-                "focal",
-                "reference",
-                "n",
-                *covariate_columns(result.columns),
-            )
-            if pairs.height == 0 or pairs.get_column(TREATED).n_unique() < 2:
-                raise SpecificationError("no treatment variation")
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                core = _estimate(
-                    pairs,
-                    estimator=result.estimator,
-                    weights=result.weights or "stops",
-                    multi_group=result.multi_group,
-                    names=result.columns,
-                    eta_start=keep.get_column("eta").to_numpy(),
-                )
-            out.append(np.array([core.estimate]))
+            out.append(np.array([result.refit(keep).estimate]))
         except SpecificationError as e:
             raise SpecificationError(
                 f"leaving out cluster {lab!r} leaves a treatment coefficient unidentified ({e}); CR3 needs "
