@@ -349,52 +349,95 @@ def panel(
         err.print(f"wrote {out} ({result.frame.height:,} cells) and {out.with_suffix('.json')}")
 
 
-DID_ESTIMATORS = ("twfe-logit", "twfe-poisson", "twfe-linear", "event-study")
+DID_ESTIMATORS = (
+    "twfe-logit",
+    "twfe-poisson",
+    "twfe-linear",
+    "event-study",
+    "etwfe",
+    "callaway-santanna",
+    "sun-abraham",
+    "bacon",
+    "twfe-weights",
+    "bjs",
+)
 DID_INFERENCE = ("cluster", "cr3", "wild", "score", "ri")
+#: The estimators of issue 6 (:mod:`stopdisparity.models.staggered`): their own inference only.
+STAGGERED = DID_ESTIMATORS[4:]
+
+# Options shared by `did` and `sensitivity` (one declaration each).
+StoreOpt = Annotated[Path | None, typer.Option("--store", help="Store directory (builds the panel).")]
+PanelOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--panel",
+        help="A panel file (.parquet/.csv): the `stopdisparity panel` layout, or any unit x period "
+        "panel with --outcome.",
+    ),
+]
+StateOpt = Annotated[list[str] | None, typer.Option("--state", help="States to keep; repeatable.")]
+AgencyOpt = Annotated[list[str] | None, typer.Option("--agency", help="Stopping agency; repeatable.")]
+PolicyOpt = Annotated[str, typer.Option(help="'287g' (shipped registry) or a policy CSV path.")]
+PeriodOpt = Annotated[
+    str, typer.Option(help="With --store: month, quarter or year. With --panel: the period column.")
+]
+UnitOpt = Annotated[str, typer.Option(help="With --panel: the unit column.")]
+OutcomeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--outcome",
+        help="Generic panel (one row per unit x period): the outcome column; successes with --trials.",
+    ),
+]
+TrialsOpt = Annotated[
+    str | None, typer.Option("--trials", help="Generic panel: binomial trials column (twfe-logit).")
+]
+FirstTreatedOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--first-treated",
+        help="Generic panel: first treated period column (0 or empty = never; absorbing).",
+    ),
+]
+CovariatesOpt = Annotated[
+    list[str] | None,
+    typer.Option("--covariates", help="Generic panel: covariate columns, comma-separated or repeated."),
+]
+RacePairOpt = Annotated[str, typer.Option(help="focal,reference races.")]
+ClusterOpt = Annotated[
+    str | None, typer.Option(help="Column to cluster by (default: county_fips; generic panel: the unit).")
+]
+MissingOpt = Annotated[str, typer.Option(help="raise or drop rows with missing values.")]
+CohortOpt = Annotated[
+    str,
+    typer.Option(
+        help="Staggered estimators on the race layout: cohorts by calendar year of adoption (year; the "
+        "panel is summed to years) or by the panel's own period."
+    ),
+]
+ControlOpt = Annotated[
+    str | None, typer.Option(help="callaway-santanna, etwfe: comparison units, never or not_yet.")
+]
+MemoryOpt = Annotated[str, typer.Option(help="DuckDB memory limit.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the tidy rows as one JSON document.")]
 
 
 @app.command()
 def did(
-    store: Annotated[Path | None, typer.Option("--store", help="Store directory (builds the panel).")] = None,
-    panel_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--panel",
-            help="A panel file (.parquet/.csv): the `stopdisparity panel` layout, or any unit x period "
-            "panel with --outcome.",
-        ),
-    ] = None,
-    state: Annotated[list[str] | None, typer.Option("--state", help="States to keep; repeatable.")] = None,
-    agency: Annotated[list[str] | None, typer.Option("--agency", help="Stopping agency; repeatable.")] = None,
-    policy: Annotated[str, typer.Option(help="'287g' (shipped registry) or a policy CSV path.")] = "287g",
-    period: Annotated[
-        str, typer.Option(help="With --store: month, quarter or year. With --panel: the period column.")
-    ] = "",
-    unit: Annotated[str, typer.Option(help="With --panel: the unit column.")] = "county_fips",
+    store: StoreOpt = None,
+    panel_file: PanelOpt = None,
+    state: StateOpt = None,
+    agency: AgencyOpt = None,
+    policy: PolicyOpt = "287g",
+    period: PeriodOpt = "",
+    unit: UnitOpt = "county_fips",
     treatment: Annotated[
         str | None, typer.Option(help="Race layout: the 0/1 policy column (default in_force).")
     ] = None,
-    outcome: Annotated[
-        str | None,
-        typer.Option(
-            "--outcome",
-            help="Generic panel (one row per unit x period): the outcome column; successes with --trials.",
-        ),
-    ] = None,
-    trials: Annotated[
-        str | None, typer.Option("--trials", help="Generic panel: binomial trials column (twfe-logit).")
-    ] = None,
-    first_treated: Annotated[
-        str | None,
-        typer.Option(
-            "--first-treated",
-            help="Generic panel: first treated period column (0 or empty = never; absorbing).",
-        ),
-    ] = None,
-    covariates: Annotated[
-        list[str] | None,
-        typer.Option("--covariates", help="Generic panel: covariate columns, comma-separated or repeated."),
-    ] = None,
+    outcome: OutcomeOpt = None,
+    trials: TrialsOpt = None,
+    first_treated: FirstTreatedOpt = None,
+    covariates: CovariatesOpt = None,
     group: Annotated[
         str | None,
         typer.Option(
@@ -407,12 +450,9 @@ def did(
             help=" | ".join(DID_ESTIMATORS) + " (default: twfe-logit, or twfe-linear without --trials)"
         ),
     ] = None,
-    race_pair: Annotated[str, typer.Option(help="focal,reference races.")] = "hispanic,white",
+    race_pair: RacePairOpt = "hispanic,white",
     inference: Annotated[str, typer.Option(help=" | ".join(DID_INFERENCE))] = "cluster",
-    cluster: Annotated[
-        str | None,
-        typer.Option(help="Column to cluster by (default: county_fips; generic panel: the unit)."),
-    ] = None,
+    cluster: ClusterOpt = None,
     weights: Annotated[
         str | None,
         typer.Option(
@@ -420,13 +460,23 @@ def did(
             "weights column (twfe-linear)."
         ),
     ] = None,
-    missing: Annotated[str, typer.Option(help="raise or drop rows with missing values.")] = "raise",
+    missing: MissingOpt = "raise",
     draws: Annotated[int, typer.Option(help="Bootstrap draws or permutations.")] = 999,
     seed: Annotated[int, typer.Option(help="Seed for bootstrap and permutation draws.")] = 20240601,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print the tidy rows as one JSON document.")
-    ] = False,
-    memory_limit: Annotated[str, typer.Option(help="DuckDB memory limit.")] = "2GB",
+    cohort: CohortOpt = "year",
+    control: ControlOpt = None,
+    base_period: Annotated[
+        str | None, typer.Option(help="callaway-santanna: varying (default) or universal.")
+    ] = None,
+    anticipation: Annotated[
+        int | None, typer.Option(help="callaway-santanna: anticipation periods (default 0).")
+    ] = None,
+    family: Annotated[
+        str | None,
+        typer.Option(help="etwfe: logit (default with --trials / race layout), poisson or linear."),
+    ] = None,
+    as_json: JsonOpt = False,
+    memory_limit: MemoryOpt = "2GB",
 ) -> None:
     """Difference-in-differences around a policy (headline: TWFE logit of stops by race, CR1 by county).
 
@@ -435,91 +485,196 @@ def did(
     FILE --outcome COL): one row per --unit x --period, treatment absorbing from --first-treated
     (period >= first treated; 0 or empty = never treated); with --trials the outcome counts successes
     (twfe-logit), without it the outcome is continuous (twfe-linear, optional --weights COL).
+
+    The heterogeneity-robust estimators (etwfe, callaway-santanna, sun-abraham, bjs) and the TWFE
+    diagnostics (bacon, twfe-weights) take both forms; on the race layout adoption is absorbing from a
+    county's first agreement and cohorts are calendar years of adoption unless --cohort period.
     """
-    from stopdisparity.errors import check_choice
-
     try:
-        if estimator is not None:
-            check_choice("--estimator", estimator, DID_ESTIMATORS)
-        check_choice("--inference", inference, DID_INFERENCE)
-        check_choice("--missing", missing, ("raise", "drop"))
-        if (store is None) == (panel_file is None):
-            raise StopDisparityError("give exactly one of --store DIR or --panel FILE")
-        if outcome is not None:
-            if panel_file is None:
-                raise StopDisparityError("--outcome (a generic panel) needs --panel FILE, not --store")
-            frame = _read_panel_file(panel_file)
-            tidy, title = _fit_generic_tidy(
-                frame,
-                outcome=outcome,
-                unit=unit,
-                period=period or "period",
-                first_treated=first_treated,
-                trials=trials,
-                weights=weights,
-                covariates=_covariate_names(covariates, frame.columns),
-                treatment=treatment,
-                race_pair=race_pair,
-                estimator=estimator,
-                cluster=cluster,
-                group=group,
-                missing=missing,
-                inference=inference,
-                draws=draws,
-                seed=seed,
-            )
-        else:
-            generic_only = {"--trials": trials, "--covariates": covariates}
-            if estimator != "event-study":
-                generic_only["--first-treated"] = first_treated
-            given = [flag for flag, value in generic_only.items() if value]
-            if given:
-                raise StopDisparityError(
-                    f"{', '.join(given)} need(s) --outcome COL (a generic unit x period panel); the race "
-                    "layout takes stops by race"
-                )
-            pair = _race_pair_option(race_pair)
-            if store is not None:
-                from stopdisparity.panel import PanelSpec, build_panel
-
-                spec = PanelSpec(
-                    states=tuple(state or ()),
-                    agencies=tuple(agency or ()),
-                    period=(period or "month"),  # type: ignore[arg-type]
-                )
-                frame = build_panel(store, spec, policy=policy, memory_limit=memory_limit).frame
-                period_col = "period"
-            else:
-                assert panel_file is not None
-                frame = _read_panel_file(panel_file)
-                period_col = period or "period"
-            est = estimator or "twfe-logit"
-            tidy = _fit_did_tidy(
-                frame,
-                estimator=est,
-                race_pair=pair,  # type: ignore[arg-type]
-                unit=unit,
-                period=period_col,
-                treatment=treatment or "in_force",
-                cluster=cluster or "county_fips",
-                weights=weights or "stops",
-                inference=inference,
-                draws=draws,
-                seed=seed,
-                group=group,
-                missing=missing,
-                first_treated=first_treated,
-            )
-            title = f"{est}: {pair[0]} vs {pair[1]}"
+        options = _staggered_options(
+            estimator, cohort=cohort, control=control, base_period=base_period, anticipation=anticipation,
+            family=family, draws=draws, seed=seed,
+        )  # fmt: skip
+        result, title = _did_result(
+            store=store, panel_file=panel_file, state=state, agency=agency, policy=policy, period=period,
+            unit=unit, treatment=treatment, outcome=outcome, trials=trials, first_treated=first_treated,
+            covariates=covariates, group=group, estimator=estimator, race_pair=race_pair, inference=inference,
+            cluster=cluster, weights=weights, missing=missing, draws=draws, seed=seed, cohort=cohort,
+            options=options, memory_limit=memory_limit,
+        )  # fmt: skip
+        tidy = result.tidy()
     except (StopDisparityError, ValueError) as e:
         raise _fail(e) from e
     if as_json:
         _emit_json(tidy.to_dicts())
     else:
-        cols = [c for c in ("term", "estimate", "std_error", "p_value", "ci_low", "ci_high", "odds_ratio",
-                            "pp_change", "n_clusters", "inference") if c in tidy.columns]  # fmt: skip
+        shown = ("term", "estimate", "std_error", "p_value", "ci_low", "ci_high", "odds_ratio", "pp_change",
+                 "weight", "n_clusters", "inference")  # fmt: skip
+        cols = [c for c in shown if c in tidy.columns]
         _print_frame(tidy.select(cols), title)
         err.print(f"estimand: {tidy['estimand'][0]}", highlight=False)
+
+
+def _staggered_options(
+    estimator: str | None,
+    *,
+    cohort: str,
+    control: str | None,
+    base_period: str | None,
+    anticipation: int | None,
+    family: str | None,
+    draws: int,
+    seed: int,
+) -> dict[str, Any]:
+    """The estimator's own options from the CLI flags; a flag given to an estimator without it is an error."""
+    from stopdisparity.errors import check_choice
+
+    if estimator is not None:
+        check_choice("--estimator", estimator, DID_ESTIMATORS)
+    check_choice("--cohort", cohort, ("year", "period"))
+    own = {
+        "--control": ("control", control, ("callaway-santanna", "etwfe")),
+        "--base-period": ("base_period", base_period, ("callaway-santanna",)),
+        "--anticipation": ("anticipation", anticipation, ("callaway-santanna",)),
+        "--family": ("family", family, ("etwfe",)),
+    }
+    options: dict[str, Any] = {}
+    for flag, (key, value, takers) in own.items():
+        if value is None:
+            continue
+        if estimator not in takers:
+            raise StopDisparityError(f"{flag} applies to --estimator {' or '.join(takers)}; got {estimator}")
+        options[key] = value
+    if estimator == "callaway-santanna":
+        options |= {"n_boot": draws, "seed": seed}
+    return options
+
+
+def _did_result(
+    *,
+    store: Path | None,
+    panel_file: Path | None,
+    state: list[str] | None,
+    agency: list[str] | None,
+    policy: str,
+    period: str,
+    unit: str,
+    treatment: str | None,
+    outcome: str | None,
+    trials: str | None,
+    first_treated: str | None,
+    covariates: list[str] | None,
+    group: str | None,
+    estimator: str | None,
+    race_pair: str,
+    inference: str,
+    cluster: str | None,
+    weights: str | None,
+    missing: str,
+    draws: int,
+    seed: int,
+    cohort: str,
+    options: dict[str, Any],
+    memory_limit: str,
+) -> tuple[Any, str]:
+    """Load the panel (store, race-layout file or generic file), fit the estimator; the result and a title."""
+    from stopdisparity.errors import check_choice
+
+    check_choice("--inference", inference, DID_INFERENCE)
+    check_choice("--missing", missing, ("raise", "drop"))
+    if estimator in STAGGERED and inference != "cluster":
+        raise StopDisparityError(
+            f"--inference {inference} applies to the TWFE models and the event study; {estimator} reports "
+            "its own inference (callaway-santanna: a multiplier bootstrap with --draws and --seed)"
+        )
+    if (store is None) == (panel_file is None):
+        raise StopDisparityError("give exactly one of --store DIR or --panel FILE")
+    if outcome is not None:
+        if panel_file is None:
+            raise StopDisparityError("--outcome (a generic panel) needs --panel FILE, not --store")
+        frame = _read_panel_file(panel_file)
+        return _fit_generic(
+            frame,
+            outcome=outcome,
+            unit=unit,
+            period=period or "period",
+            first_treated=first_treated,
+            trials=trials,
+            weights=weights,
+            covariates=_covariate_names(covariates, frame.columns),
+            treatment=treatment,
+            race_pair=race_pair,
+            estimator=estimator,
+            cluster=cluster,
+            group=group,
+            missing=missing,
+            inference=inference,
+            draws=draws,
+            seed=seed,
+            options=options,
+        )
+    generic_only = {"--trials": trials, "--covariates": covariates}
+    if estimator not in ("event-study", *STAGGERED):
+        generic_only["--first-treated"] = first_treated
+    given = [flag for flag, value in generic_only.items() if value]
+    if given:
+        raise StopDisparityError(
+            f"{', '.join(given)} need(s) --outcome COL (a generic unit x period panel); the race "
+            "layout takes stops by race"
+        )
+    pair = _race_pair_option(race_pair)
+    if store is not None:
+        from stopdisparity.panel import PanelSpec, build_panel
+
+        spec = PanelSpec(
+            states=tuple(state or ()),
+            agencies=tuple(agency or ()),
+            period=(period or "month"),  # type: ignore[arg-type]
+        )
+        frame = build_panel(store, spec, policy=policy, memory_limit=memory_limit).frame
+        period_col = "period"
+    else:
+        assert panel_file is not None
+        frame = _read_panel_file(panel_file)
+        period_col = period or "period"
+    est = estimator or "twfe-logit"
+    title = f"{est}: {pair[0]} vs {pair[1]}"
+    if est in STAGGERED:
+        from stopdisparity.models.staggered import fit_staggered_race
+
+        if group is not None or weights is not None:
+            raise StopDisparityError(f"--group and --weights do not apply to --estimator {est}")
+        result = fit_staggered_race(
+            frame,
+            estimator=est,  # type: ignore[arg-type]
+            race_pair=pair,
+            unit=unit,
+            period=period_col,
+            treatment=treatment or "in_force",
+            first_treated=first_treated or "first_treated",
+            cluster=cluster or "county_fips",
+            cohort=cohort,  # type: ignore[arg-type]
+            missing=missing,  # type: ignore[arg-type]
+            **options,
+        )
+        return result, title
+    result = _fit_race(
+        frame,
+        estimator=est,
+        race_pair=pair,  # type: ignore[arg-type]
+        unit=unit,
+        period=period_col,
+        treatment=treatment or "in_force",
+        cluster=cluster or "county_fips",
+        weights=weights or "stops",
+        inference=inference,
+        draws=draws,
+        seed=seed,
+        group=group,
+        missing=missing,
+        first_treated=first_treated,
+    )
+    return result, title
 
 
 def _read_panel_file(path: Path) -> pl.DataFrame:
@@ -557,7 +712,7 @@ def _apply_inference(result: Any, inference: str, draws: int, seed: int, **extra
     return inference_mod.apply_inference(result, inference, **options)  # type: ignore[arg-type]
 
 
-def _fit_generic_tidy(
+def _fit_generic(
     frame: pl.DataFrame,
     *,
     outcome: str,
@@ -576,8 +731,9 @@ def _fit_generic_tidy(
     inference: str,
     draws: int,
     seed: int,
-) -> tuple[pl.DataFrame, str]:
-    """Fit a generic unit x period panel (``--outcome``); return the tidy rows and a title."""
+    options: dict[str, Any],
+) -> tuple[Any, str]:
+    """Fit a generic unit x period panel (``--outcome``); return the result and a title."""
     if first_treated is None:
         raise StopDisparityError(
             "--outcome (a generic panel) needs --first-treated COL: the period each unit's treatment "
@@ -598,8 +754,15 @@ def _fit_generic_tidy(
         )
     common: dict[str, Any] = {
         "yname": outcome, "idname": unit, "tname": period, "gname": first_treated, "trials": trials,
-        "weights": weights, "xnames": covariates, "cluster": cluster, "group": group, "missing": missing,
+        "weights": weights, "xnames": covariates, "cluster": cluster, "missing": missing,
     }  # fmt: skip
+    if estimator in STAGGERED:
+        from stopdisparity.models.staggered import fit_staggered
+
+        if group is not None:
+            raise StopDisparityError(f"--group does not apply to --estimator {estimator}")
+        return fit_staggered(frame, estimator=estimator, **common, **options), f"{estimator}: {outcome}"  # type: ignore[arg-type]
+    common["group"] = group
     if estimator == "event-study":
         from stopdisparity.models.event_study import fit_event_study_panel
 
@@ -612,10 +775,10 @@ def _fit_generic_tidy(
         label = result.estimator
     extra = {"within": group} if inference == "ri" else {}
     result = _apply_inference(result, inference, draws, seed, **extra)
-    return result.tidy(), f"{label}: {outcome}"
+    return result, f"{label}: {outcome}"
 
 
-def _fit_did_tidy(
+def _fit_race(
     frame: pl.DataFrame,
     *,
     estimator: str,
@@ -631,8 +794,8 @@ def _fit_did_tidy(
     group: str | None = None,
     missing: str = "raise",
     first_treated: str | None = None,
-) -> pl.DataFrame:
-    """Fit the requested estimator on a race-layout panel, apply the requested inference; tidy rows."""
+) -> Any:
+    """Fit the requested estimator on a race-layout panel and apply the requested inference."""
     common: dict[str, Any] = {
         "race_pair": race_pair, "unit": unit, "period": period, "treatment": treatment, "cluster": cluster,
         "missing": missing,
@@ -655,7 +818,7 @@ def _fit_did_tidy(
 
         extra = {"weights": weights} if estimator == "twfe-linear" else {}
         result = fit_did(frame, estimator=estimator, **common, **extra)  # type: ignore[arg-type]
-    return _apply_inference(result, inference, draws, seed).tidy()
+    return _apply_inference(result, inference, draws, seed)
 
 
 def _reason_categories_option(items: list[str], file: Path | None) -> dict[str, list[str]]:

@@ -516,7 +516,7 @@ class EventStudyResult(_fe.ClusteredResult):
         return fig
 
 
-def _months_per_period(data: pl.DataFrame, unit: str, period: str, period_length: str | None) -> int | None:
+def months_per_period(data: pl.DataFrame, unit: str, period: str, period_length: str | None) -> int | None:
     """Months per panel period: given, or inferred from a ``period_start`` date column."""
     if period_length is not None:
         check_choice("period_length", period_length, PERIOD_LENGTHS)
@@ -670,7 +670,7 @@ def fit_event_study(
             f"first_treated column {first_treated!r} must be integer periods; "
             f"got {data.schema[first_treated]}"
         )
-    k_months = _months_per_period(data, unit, period, period_length)
+    k_months = months_per_period(data, unit, period, period_length)
     if event_unit != "period" and k_months is None:
         raise SpecificationError(
             f"event_unit={event_unit!r} needs the period length: pass period_length (one of "

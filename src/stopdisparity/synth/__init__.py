@@ -103,9 +103,9 @@ from stopdisparity.synth.plan import (
     draw_cells,
 )
 from stopdisparity.synth.spec import SCENARIOS, Scenario, SynthSpec
-from stopdisparity.synth.truth import truth_dict
+from stopdisparity.synth.truth import cell_quantities, truth_dict
 
-__all__ = ["PERIODS", "SCENARIOS", "Scenario", "SynthSpec", "cells", "truth", "write_opp_files"]
+__all__ = ["PERIODS", "SCENARIOS", "Scenario", "SynthSpec", "cell_truth", "cells", "truth", "write_opp_files"]
 
 #: Periods :func:`cells` can aggregate to, with the number of months in each.
 PERIODS: Final = {"month": 1, "quarter": 3, "year": 12}
@@ -146,6 +146,51 @@ def truth(
 
 
 truth.__doc__ = (truth.__doc__ or "").replace("{subset}", _SUBSET_DOC)
+
+
+def cell_truth(
+    spec: SynthSpec,
+    *,
+    seed: int,
+    rows: int | None = None,
+    counties: Iterable[str] | None = None,
+    years: tuple[int, int] | None = None,
+) -> pl.DataFrame:
+    """The planted effect in every state-patrol county-month of a draw, for estimands with own weights.
+
+    ``truth()`` gives the headline's stop-weighted averages; the staggered estimators average the
+    same cell effects with their own weights (cohort sizes, unit weights, event times), so their
+    truths are computed from this table. Columns: ``county_fips, state, period`` (month index
+    year·12+month−1), ``weight`` (expected recorded Hispanic + White state-patrol stops), ``delta``
+    (planted change in the log odds), ``share`` and ``share0`` (Hispanic share with and without the
+    treatment), ``pretrend`` (planted pre-adoption offset in the log odds), ``on`` (effect on) and
+    ``adoption`` (first in-force month index; -1 = never).
+    """
+    plan = build_plan(spec, seed=seed, rows=rows, counties=counties, years=years)
+    frames = []
+    for p in plan.states.values():
+        q = cell_quantities(p)
+        c_n, t_n = q["weight"].shape
+        frames.append(
+            pl.DataFrame(
+                {
+                    "county_fips": np.repeat(np.asarray(p.fips), t_n),
+                    "state": p.state,
+                    "period": np.tile(p.months, c_n).astype(np.int64),
+                    "weight": q["weight"].ravel(),
+                    "delta": q["delta"].ravel(),
+                    "share": q["share"].ravel(),
+                    "share0": q["share0"].ravel(),
+                    "pretrend": p.pretrend.ravel(),
+                    "on": p.on.ravel(),
+                    "adoption": np.repeat(p.adoption.astype(np.int64), t_n),
+                }
+            )
+        )
+    return pl.concat(frames)
+
+
+cell_truth.__doc__ = (cell_truth.__doc__ or "").replace("{subset}", _SUBSET_DOC)
 
 
 def cells(
