@@ -137,3 +137,13 @@ def test_race_unit_panel_needs_period_length() -> None:
     with pytest.raises(SpecificationError, match="cohort='year' needs the period length"):
         race_unit_panel(c.drop("period_start"))
     assert race_unit_panel(c.drop("period_start"), period_length="month").height == race_unit_panel(c).height
+
+
+def test_adoption_after_the_panel_is_never_treated_within_it() -> None:
+    spec = SynthSpec(scenario="dynamic", design="random", n_treated=50)
+    c = cells(spec, seed=1000, rows=500_000, years=(2005, 2010)).filter(pl.col("agency") == "state_patrol")
+    late = c.filter(pl.col("first_treated") > pl.col("period").max()).get_column("county_fips").unique()
+    assert late.len() > 0
+    p = race_unit_panel(c)
+    assert (p.filter(pl.col("county_fips").is_in(late.implode()))["first_treated"] == 0).all()
+    assert p["first_treated"].max() <= 2010

@@ -226,8 +226,10 @@ def race_unit_panel(
     race stops), ``trials`` (focal + reference stops), ``first_treated`` (the period — the calendar year
     with ``cohort="year"`` — of the unit's first treated period; 0 = never treated), ``in_force`` (share
     of the period's sub-periods in force: 0/1 at the panel's own periods) and ``cluster`` (when it is
-    not the unit). With ``cohort="year"`` the periods become calendar years (``period // 12`` of a
-    monthly index ``year·12 + month − 1``, ``period // 4`` of a quarterly one) and stops are summed.
+    not the unit). A unit whose first treated period lies after the panel's last one is never treated
+    within the panel (``first_treated`` 0), as R ``did`` codes it. With ``cohort="year"`` the periods
+    become calendar years (``period // 12`` of a monthly index ``year·12 + month − 1``, ``period // 4``
+    of a quarterly one) and stops are summed.
     """
     check_choice("cohort", cohort, COHORTS)
     from stopdisparity.models.event_study import months_per_period
@@ -291,6 +293,9 @@ def race_unit_panel(
                 pl.col("n").sum(),
             )
         )
+    # adoption after the panel's last period is not observed: such units are not-yet-treated throughout
+    last = pairs.get_column(_fe.PERIOD).max()
+    pairs = pairs.with_columns(pl.when(pl.col(FIRST) > last).then(0).otherwise(pl.col(FIRST)).alias(FIRST))
     out = pairs.select(
         pl.col(_fe.UNIT).alias(unit),
         pl.col(_fe.PERIOD).alias(period),
