@@ -415,6 +415,13 @@ CohortOpt = Annotated[
         "panel is summed to years) or by the panel's own period."
     ),
 ]
+ScaleOpt = Annotated[
+    str,
+    typer.Option(
+        help="Linear staggered estimators on the race layout: the outcome is the focal race's share "
+        "(share; parallel trends in levels) or its empirical log odds (logodds; the headline's assumption)."
+    ),
+]
 ControlOpt = Annotated[
     str | None, typer.Option(help="callaway-santanna, etwfe: comparison units, never or not_yet.")
 ]
@@ -464,6 +471,7 @@ def did(
     draws: Annotated[int, typer.Option(help="Bootstrap draws or permutations.")] = 999,
     seed: Annotated[int, typer.Option(help="Seed for bootstrap and permutation draws.")] = 20240601,
     cohort: CohortOpt = "year",
+    scale: ScaleOpt = "share",
     control: ControlOpt = None,
     base_period: Annotated[
         str | None, typer.Option(help="callaway-santanna: varying (default) or universal.")
@@ -500,7 +508,7 @@ def did(
             unit=unit, treatment=treatment, outcome=outcome, trials=trials, first_treated=first_treated,
             covariates=covariates, group=group, estimator=estimator, race_pair=race_pair, inference=inference,
             cluster=cluster, weights=weights, missing=missing, draws=draws, seed=seed, cohort=cohort,
-            options=options, memory_limit=memory_limit,
+            scale=scale, options=options, memory_limit=memory_limit,
         )  # fmt: skip
         tidy = result.tidy()
     except (StopDisparityError, ValueError) as e:
@@ -574,6 +582,7 @@ def _did_result(
     draws: int,
     seed: int,
     cohort: str,
+    scale: str,
     options: dict[str, Any],
     memory_limit: str,
 ) -> tuple[Any, str]:
@@ -592,6 +601,11 @@ def _did_result(
     if outcome is not None:
         if panel_file is None:
             raise StopDisparityError("--outcome (a generic panel) needs --panel FILE, not --store")
+        if scale != "share" or cohort != "year":
+            raise StopDisparityError(
+                "--scale and --cohort apply to the race layout; a generic panel's outcome and periods are "
+                "used as given"
+            )
         frame = _read_panel_file(panel_file)
         return _fit_generic(
             frame,
@@ -654,6 +668,7 @@ def _did_result(
             first_treated=first_treated or "first_treated",
             cluster=cluster or "county_fips",
             cohort=cohort,  # type: ignore[arg-type]
+            scale=scale,  # type: ignore[arg-type]
             missing=missing,  # type: ignore[arg-type]
             **options,
         )

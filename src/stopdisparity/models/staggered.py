@@ -33,7 +33,9 @@ year of its first treated period: event time 0 is the adoption year, partly trea
 keeps the panel's own periods. The linear estimators (Callaway–Sant'Anna, Sun–Abraham, BJS, the Bacon
 decomposition) model the share in levels and assume parallel trends in levels; ``etwfe`` with the
 logit assumes them in log odds, like the headline (Roth & Sant'Anna 2023: the two assumptions differ).
-The race-layout panel has no state × period effects: comparisons pool the states' periods.
+With ``scale="logodds"`` the linear estimators model the empirical log odds of the share instead, so
+their parallel-trends assumption is the headline's. The race-layout panel has no state × period
+effects: comparisons pool the states' periods.
 
 References
 ----------
@@ -41,6 +43,7 @@ Borusyak, K., Jaravel, X. & Spiess, J. (2024). Revisiting event-study designs: r
 estimation. Review of Economic Studies 91(6), 3253-3285. https://doi.org/10.1093/restud/rdae007
 Callaway, B. & Sant'Anna, P. H. C. (2021). Difference-in-differences with multiple time periods.
 Journal of Econometrics 225(2), 200-230. https://doi.org/10.1016/j.jeconom.2020.12.001
+Cox, D. R. (1970). The Analysis of Binary Data. London: Methuen (the empirical logistic transform).
 de Chaisemartin, C. & D'Haultfœuille, X. (2020). Two-way fixed effects estimators with heterogeneous
 treatment effects. American Economic Review 110(9), 2964-2996. https://doi.org/10.1257/aer.20181169
 Goodman-Bacon, A. (2021). Difference-in-differences with variation in treatment timing. Journal of
@@ -79,8 +82,12 @@ Cohort = Literal["year", "period"]
 #: How cohorts are defined on the race layout: calendar year of adoption (default) or the panel period.
 COHORTS: tuple[Cohort, ...] = ("year", "period")
 
+Scale = Literal["share", "logodds"]
+#: Outcome scales of the linear estimators on the race layout.
+SCALES: tuple[Scale, ...] = ("share", "logodds")
+
 #: Internal column names of the unit × period panel built from the race layout.
-FOCAL, TRIALS, FIRST, IN_FORCE = "focal", "trials", "first_treated", "in_force"
+FOCAL, TRIALS, FIRST, IN_FORCE, LOGODDS = "focal", "trials", "first_treated", "in_force", "logodds"
 
 
 def _core(estimator: str) -> Any:
@@ -319,18 +326,31 @@ def fit_staggered_race(
     first_treated: str = "first_treated",
     cluster: str = "county_fips",
     cohort: Cohort = "year",
+    scale: Scale = "share",
     period_length: str | None = None,
     missing: Missing = "raise",
     **options: Any,
 ) -> Any:
-    """Fit a heterogeneity-robust estimator on the race layout (``did --store DIR --estimator ...``).
+    r"""Fit a heterogeneity-robust estimator on the race layout (``did --store DIR --estimator ...``).
 
     The outcome is the focal race's share of the pair's stops per unit × period (successes ``focal``
     out of ``trials``); cohorts as :func:`race_unit_panel` builds them (calendar year of the first
     treated period by default); ``twfe-weights`` uses ``in_force`` at the panel's own periods, with its
     exits, weighted by the pair's stops. Other parameters as :func:`fit_staggered`.
+
+    ``scale`` sets the outcome of the linear estimators (callaway-santanna, sun-abraham, bjs, bacon):
+    ``share`` (parallel trends in the share's level) or ``logodds``, the empirical log odds
+    :math:`\log\frac{focal + 1/2}{reference + 1/2}` (Cox 1970), whose parallel trends are the
+    headline logit's assumption; rows are then weighted by the pair's stops (unit weights: their mean;
+    ``bacon`` stays unweighted). ``etwfe`` models the counts themselves and takes ``share`` only.
     """
     check_choice("estimator", estimator, STAGGERED_ESTIMATORS)
+    check_choice("scale", scale, SCALES)
+    if scale == "logodds" and estimator in ("etwfe", "twfe-weights"):
+        raise SpecificationError(
+            f"scale='logodds' applies to the linear estimators; {estimator} models the stop counts "
+            "(etwfe's logit already assumes parallel trends in log odds)"
+        )
     own = "period" if estimator == "twfe-weights" else cohort
     panel = race_unit_panel(
         data,
@@ -355,15 +375,19 @@ def fit_staggered_race(
             weight=TRIALS,
             **options,
         )
+    outcome: dict[str, Any] = {"yname": FOCAL, "trials": TRIALS}
+    if scale == "logodds":
+        lo = ((pl.col(FOCAL) + 0.5) / (pl.col(TRIALS) - pl.col(FOCAL) + 0.5)).log()
+        panel = panel.with_columns(lo.alias(LOGODDS))
+        outcome = {"yname": LOGODDS, "weights": None if estimator == "bacon" else TRIALS}
     return fit_staggered(
         panel,
         estimator=estimator,
-        yname=FOCAL,
         idname=unit,
         tname=period,
         gname=FIRST,
-        trials=TRIALS,
         cluster=None if cluster == unit else cluster,
         missing=missing,
+        **outcome,
         **options,
     )
