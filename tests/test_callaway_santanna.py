@@ -28,7 +28,8 @@ CSDID = json.loads((REF / "did_mpdta" / "csdid_reference.json").read_text())
 
 
 def _mpdta() -> pl.DataFrame:
-    return pl.read_csv(MPDTA)
+    # lpop_w: a copy of lpop used as a weight (as in make_reference.py)
+    return pl.read_csv(MPDTA).with_columns(pl.col("lpop").alias("lpop_w"))
 
 
 def _panel(data: pl.DataFrame | None = None, **kw: object) -> StaggeredPanel:
@@ -81,6 +82,12 @@ _CONFIGS: dict[str, tuple[dict[str, object], dict[str, object]]] = {
         {"control": "not_yet", "base_period": "universal", "anticipation": 1},
     ),
     "never_varying_weights_lpop": ({"weights": "lpop"}, {}),
+    "never_varying_lpop_dr": ({"xnames": ["lpop"]}, {"est_method": "dr"}),
+    "notyet_universal_lpop_dr": (
+        {"xnames": ["lpop"]},
+        {"est_method": "dr", "control": "not_yet", "base_period": "universal"},
+    ),
+    "never_varying_weights_lpop_lpop_dr": ({"xnames": ["lpop"], "weights": "lpop_w"}, {"est_method": "dr"}),
 }
 _AGG_PREFIX = {"simple": "simple", "dynamic": "dynamic", "group": "group", "calendar": "calendar"}
 
@@ -360,6 +367,6 @@ def test_anticipation_and_balance_e_semantics() -> None:
 
 def test_bad_options() -> None:
     panel = _panel()
-    for kw in ({"control": "notyet"}, {"base_period": "fixed"}, {"anticipation": -1}, {"est_method": "dr"}):
+    for kw in ({"control": "notyet"}, {"base_period": "fixed"}, {"anticipation": -1}, {"est_method": "ipw"}):
         with pytest.raises(SpecificationError):
             callaway_santanna(panel, **kw)  # type: ignore[arg-type]

@@ -5,7 +5,8 @@ Run with a scratch environment that has csdid installed (it is not a project dep
     python3 -m venv /tmp/csvenv && /tmp/csvenv/bin/pip install csdid
     /tmp/csvenv/bin/python tests/reference/did_mpdta/make_reference.py
 
-For each configuration: every ATT(g,t) with its analytical SE (``bstrap=False``) and the simple,
+For each configuration (outcome regression ``est_method="reg"`` unless the name ends in ``_dr``, the
+doubly robust ``"dr"``): every ATT(g,t) with its analytical SE (``bstrap=False``) and the simple,
 dynamic, group and calendar aggregations (``aggte(..., bstrap=False)``) with their analytical SEs.
 """
 
@@ -39,6 +40,18 @@ CONFIGS: dict[str, dict] = {
         "base_period": "universal",
     },
     "never_varying_weights_lpop": {"weights_name": "lpop"},
+    "never_varying_lpop_dr": {"xformla": "lemp ~ lpop", "est_method": "dr"},
+    "notyet_universal_lpop_dr": {
+        "xformla": "lemp ~ lpop",
+        "est_method": "dr",
+        "control_group": "notyettreated",
+        "base_period": "universal",
+    },
+    "never_varying_weights_lpop_lpop_dr": {
+        "xformla": "lemp ~ lpop",
+        "est_method": "dr",
+        "weights_name": "lpop_w",
+    },
 }
 AGGTE: dict[str, dict] = {
     "simple": {"typec": "simple"},
@@ -57,6 +70,8 @@ def _f(x: object) -> float | None:
 
 def main() -> None:
     data = pd.read_csv(DATA)
+    # a copy of lpop as the weights column: csdid 0.4.3 fails when one column is both weight and covariate
+    data["lpop_w"] = data["lpop"]
     out: dict = {
         "source": "csdid (Python port of R did by d2cml-ai), analytical SEs (bstrap=False)",
         "csdid_version": version("csdid"),
@@ -71,15 +86,16 @@ def main() -> None:
     for name, cfg in CONFIGS.items():
         cfg = dict(cfg)
         base = cfg.pop("base_period", "varying")
+        method = cfg.pop("est_method", "reg")
         kw = {"control_group": cfg.pop("control_group", "nevertreated"), **cfg}
         call = (
             f"ATTgt(yname='lemp', gname='first.treat', idname='countyreal', tname='year', data=mpdta, "
-            f"{', '.join(f'{k}={v!r}' for k, v in kw.items())}).fit(est_method='reg', "
+            f"{', '.join(f'{k}={v!r}' for k, v in kw.items())}).fit(est_method={method!r}, "
             f"base_period={base!r}, bstrap=False)"
         )
         att = ATTgt(
             yname="lemp", gname="first.treat", idname="countyreal", tname="year", data=data, **kw
-        ).fit(est_method="reg", base_period=base, bstrap=False)
+        ).fit(est_method=method, base_period=base, bstrap=False)
         d = att.did_object  # group, t, att and the analytical se of every ATT(g,t)
         gt = [
             {"g": int(g), "t": int(t), "estimate": _f(a), "std_error": _f(s)}
