@@ -30,7 +30,7 @@ from typing import Any
 import polars as pl
 
 from stopdisparity.errors import SpecificationError, StopDisparityWarning
-from stopdisparity.synth import SynthSpec, cells, truth
+from stopdisparity.synth import SynthSpec, cell_truth, cells, truth
 
 #: Fits one draw's cells and returns a result with ``tidy()``.
 FitFn = Callable[[pl.DataFrame], Any]
@@ -40,6 +40,9 @@ EstimandFn = Callable[[Mapping[str, Any]], float]
 TestFn = Callable[[Any, float], float]
 #: ``result -> {estimate, std_error, p_value, ci_low, ci_high}`` for methods that are not a tidy row.
 RowFn = Callable[[Any], Mapping[str, float]]
+#: ``(cell_truth, cells, result) -> truth`` for an estimand whose weights come from the draw itself
+#: (:func:`stopdisparity.synth.cell_truth`, the fitted cells and the fitted result).
+DrawTruthFn = Callable[[pl.DataFrame, pl.DataFrame, Any], float]
 
 _SUMMARY_SCHEMA: dict[str, Any] = {
     "method": pl.String,
@@ -163,6 +166,11 @@ class Method:
     row
         Instead of a tidy row: a function of the result giving estimate, std_error, p_value, ci_low and
         ci_high (e.g. a pre-trend Wald test: estimate = statistic, no interval).
+    draw_truth
+        Instead of ``estimand``: the truth computed from the draw's planted cell effects
+        (:func:`stopdisparity.synth.cell_truth`), its cells and the fitted result — for estimators that
+        average the cell effects with weights of their own (cohort sizes, unit weights, the cells a
+        comparison exists for), as the staggered estimators do.
     """
 
     name: str
@@ -173,6 +181,7 @@ class Method:
     std_error: str = "std_error"
     test: TestFn | None = None
     row: RowFn | None = None
+    draw_truth: DrawTruthFn | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,7 +341,10 @@ def run(
         if agency is not None:
             frame = frame.filter(pl.col("agency") == agency)
         frame = frame.with_columns(pl.col("period").cast(pl.Int64), pl.col("first_treated").cast(pl.Int64))
-        t = truth(spec, seed=s, rows=rows, years=years)
+        t = truth(spec, seed=s, rows=rows, years=years) if any(m.draw_truth is None for m in methods) else {}
+        effects = None
+        if any(m.draw_truth is not None for m in methods):
+            effects = cell_truth(spec, seed=s, rows=rows, years=years)
         fitted: dict[int, Any] = {}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", StopDisparityWarning)
@@ -340,7 +352,12 @@ def run(
                 key = id(m.fit)
                 if key not in fitted:
                     fitted[key] = m.fit(frame)
-                records.append({"draw": i, "seed": s, **_score(m, fitted[key], m.estimand(t), alpha)})
+                if m.draw_truth is not None:
+                    assert effects is not None
+                    target = m.draw_truth(effects, frame, fitted[key])
+                else:
+                    target = m.estimand(t)
+                records.append({"draw": i, "seed": s, **_score(m, fitted[key], target, alpha)})
     schema = {
         "draw": pl.Int64,
         "seed": pl.Int64,

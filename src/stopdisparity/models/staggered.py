@@ -88,6 +88,7 @@ SCALES: tuple[Scale, ...] = ("share", "logodds")
 
 #: Internal column names of the unit × period panel built from the race layout.
 FOCAL, TRIALS, FIRST, IN_FORCE, LOGODDS = "focal", "trials", "first_treated", "in_force", "logodds"
+SHARE = "share"
 
 
 def _core(estimator: str) -> Any:
@@ -173,7 +174,7 @@ def fit_staggered(
         from stopdisparity.models._bacon import twfe_weights
 
         return twfe_weights(
-            panel.frame, unit="uid", period="period", treated="treated", weight="n", **options
+            panel.frame, unit="uid", period="period", treated="treated", weight="n", outcome="y", **options
         )
     if isinstance(data, StaggeredPanel):
         panel = data
@@ -367,12 +368,14 @@ def fit_staggered_race(
     if estimator == "twfe-weights":
         from stopdisparity.models._bacon import twfe_weights
 
+        share = pl.when(pl.col(TRIALS) > 0).then(pl.col(FOCAL) / pl.col(TRIALS)).otherwise(None)
         return twfe_weights(
-            panel.with_columns((pl.col(IN_FORCE) > 0).cast(pl.Float64)),
+            panel.with_columns((pl.col(IN_FORCE) > 0).cast(pl.Float64), share.alias(SHARE)),
             unit=unit,
             period=period,
             treated=IN_FORCE,
             weight=TRIALS,
+            outcome=SHARE,
             **options,
         )
     outcome: dict[str, Any] = {"yname": FOCAL, "trials": TRIALS}
