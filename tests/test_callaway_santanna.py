@@ -28,8 +28,11 @@ CSDID = json.loads((REF / "did_mpdta" / "csdid_reference.json").read_text())
 
 
 def _mpdta() -> pl.DataFrame:
-    # lpop_w: a copy of lpop used as a weight (as in make_reference.py)
-    return pl.read_csv(MPDTA).with_columns(pl.col("lpop").alias("lpop_w"))
+    # lpop_w: a copy of lpop used as a weight; xtv: a time-varying covariate (as in make_reference.py)
+    return pl.read_csv(MPDTA).with_columns(
+        pl.col("lpop").alias("lpop_w"),
+        (pl.col("lpop") + 0.1 * (pl.col("countyreal") * 0.37 + pl.col("year") * 1.3).sin()).alias("xtv"),
+    )
 
 
 def _panel(data: pl.DataFrame | None = None, **kw: object) -> StaggeredPanel:
@@ -62,6 +65,7 @@ def test_published_readme_numbers() -> None:
         # the README's SEs are bootstrap SEs (1000 draws, unknown seed): Monte Carlo agreement only
         assert boot[term] == pytest.approx(se, rel=0.15), term
         assert tidy[term]["estimate"] == pytest.approx(got[term][0])
+    assert round(res.pretrend_test()["p_value"], 5) == PUBLISHED["pretest_pvalue"]
     # group overall is printed with 3 significant digits: -0.031
     assert float(f"{got['group:overall'][0]:.3g}") == PUBLISHED["group"]["overall"]["estimate"]
     assert boot["group:overall"] == pytest.approx(PUBLISHED["group"]["overall"]["boot_se"], rel=0.15)
@@ -82,6 +86,8 @@ _CONFIGS: dict[str, tuple[dict[str, object], dict[str, object]]] = {
         {"control": "not_yet", "base_period": "universal", "anticipation": 1},
     ),
     "never_varying_weights_lpop": ({"weights": "lpop"}, {}),
+    "notyet_varying_treated_only": ({}, {"control": "not_yet"}),
+    "never_varying_xtv": ({"xnames": ["xtv"]}, {}),
     "never_varying_lpop_dr": ({"xnames": ["lpop"]}, {"est_method": "dr"}),
     "notyet_universal_lpop_dr": (
         {"xnames": ["lpop"]},
@@ -100,7 +106,8 @@ def test_csdid_reference(name: str) -> None:
     ref = CSDID["configs"][name]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DroppedRowsWarning)
-        panel = _panel(**prep_kw)
+        data = _mpdta().filter(pl.col("first.treat") > 0) if name.endswith("treated_only") else None
+        panel = _panel(data, **prep_kw)
         res = callaway_santanna(panel, n_boot=0, **cs_kw)  # type: ignore[arg-type]
     got = _by_term(res)
     gt_terms = [t for t, a in zip(res.terms, res.aggregation, strict=True) if a == "gt"]
@@ -112,6 +119,9 @@ def test_csdid_reference(name: str) -> None:
             assert est == 0.0 and math.isnan(se)
         else:
             assert se == pytest.approx(r["std_error"], rel=1e-7)
+    pre = res.pretrend_test()
+    assert pre["statistic"] == pytest.approx(ref["pretest"]["W"], rel=1e-7)
+    assert round(pre["p_value"], 5) == pytest.approx(ref["pretest"]["Wpval"], abs=1e-12)
     for agg in ("simple", "dynamic", "group", "calendar"):
         a = ref["aggte"][agg]
         overall = "simple" if agg == "simple" else f"{agg}:overall"

@@ -138,6 +138,35 @@ class CallawaySantAnnaResult:
         np.add.at(psi_c.T, self.cluster_of_unit, psi.T)
         return (psi_c @ psi_c.T) / self.n_units**2
 
+    def pretrend_test(self) -> dict[str, float]:
+        r"""Wald pre-test that every pre-treatment ATT(g,t) is 0 (R ``did``'s ``W``/``Wpval``).
+
+        Pre-treatment cells are those with ``t + anticipation < g`` (the anticipation periods are not
+        tested, as R).
+
+        :math:`W = \hat a' \hat V^{-1} \hat a`, chi-squared with as many degrees of freedom as
+        pre-treatment cells with a defined SE, :math:`\hat V` the analytical covariance (clustered as
+        the panel). Returns ``statistic, df, p_value`` (NaN when there is no such cell or V is singular).
+        """
+        idx = [
+            i
+            for i in range(self.n_gt)
+            if self.t[i] + self.anticipation < self.g[i]
+            and math.isfinite(self.estimates[i])
+            and math.isfinite(self.std_errors[i])
+        ]
+        if not idx:
+            return {"statistic": math.nan, "df": 0.0, "p_value": math.nan}
+        psi = self.influence[idx]
+        psi_c = np.zeros((len(idx), self.n_clusters))
+        np.add.at(psi_c.T, self.cluster_of_unit, psi.T)
+        v = psi_c @ psi_c.T / self.n_units**2
+        a = self.estimates[idx]
+        if np.linalg.cond(v) > 1 / np.finfo(float).eps:
+            return {"statistic": math.nan, "df": float(len(idx)), "p_value": math.nan}
+        w = float(a @ np.linalg.solve(v, a))
+        return {"statistic": w, "df": float(len(idx)), "p_value": float(stats.chi2.sf(w, len(idx)))}
+
     def tidy(self, alpha: float | None = None) -> pl.DataFrame:
         """The DESIGN.md tidy table: one row per term, in the issue-6 order.
 

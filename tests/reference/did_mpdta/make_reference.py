@@ -40,6 +40,8 @@ CONFIGS: dict[str, dict] = {
         "base_period": "universal",
     },
     "never_varying_weights_lpop": {"weights_name": "lpop"},
+    "notyet_varying_treated_only": {"control_group": "notyettreated", "data": "treated_only"},
+    "never_varying_xtv": {"xformla": "lemp ~ xtv"},
     "never_varying_lpop_dr": {"xformla": "lemp ~ lpop", "est_method": "dr"},
     "notyet_universal_lpop_dr": {
         "xformla": "lemp ~ lpop",
@@ -72,6 +74,8 @@ def main() -> None:
     data = pd.read_csv(DATA)
     # a copy of lpop as the weights column: csdid 0.4.3 fails when one column is both weight and covariate
     data["lpop_w"] = data["lpop"]
+    # a deterministic time-varying covariate: R did (and csdid) use its value in the earlier period of a pair
+    data["xtv"] = data["lpop"] + 0.1 * np.sin(data["countyreal"] * 0.37 + data["year"] * 1.3)
     out: dict = {
         "source": "csdid (Python port of R did by d2cml-ai), analytical SEs (bstrap=False)",
         "csdid_version": version("csdid"),
@@ -87,15 +91,18 @@ def main() -> None:
         cfg = dict(cfg)
         base = cfg.pop("base_period", "varying")
         method = cfg.pop("est_method", "reg")
+        subset = cfg.pop("data", None)
+        dat = data[data["first.treat"] > 0].reset_index(drop=True) if subset == "treated_only" else data
         kw = {"control_group": cfg.pop("control_group", "nevertreated"), **cfg}
         call = (
-            f"ATTgt(yname='lemp', gname='first.treat', idname='countyreal', tname='year', data=mpdta, "
+            f"ATTgt(yname='lemp', gname='first.treat', idname='countyreal', tname='year', "
+            f"data={'mpdta[mpdta.first_treat > 0]' if subset else 'mpdta'}, "
             f"{', '.join(f'{k}={v!r}' for k, v in kw.items())}).fit(est_method={method!r}, "
             f"base_period={base!r}, bstrap=False)"
         )
-        att = ATTgt(
-            yname="lemp", gname="first.treat", idname="countyreal", tname="year", data=data, **kw
-        ).fit(est_method=method, base_period=base, bstrap=False)
+        att = ATTgt(yname="lemp", gname="first.treat", idname="countyreal", tname="year", data=dat, **kw).fit(
+            est_method=method, base_period=base, bstrap=False
+        )
         d = att.did_object  # group, t, att and the analytical se of every ATT(g,t)
         gt = [
             {"g": int(g), "t": int(t), "estimate": _f(a), "std_error": _f(s)}
@@ -113,7 +120,8 @@ def main() -> None:
                 "att_egt": None if a.get("att_egt") is None else [_f(v) for v in np.atleast_1d(a["att_egt"])],
                 "se_egt": None if a.get("se_egt") is None else [_f(v) for v in np.atleast_1d(a["se_egt"])],
             }
-        out["configs"][name] = {"call": call, "att_gt": gt, "aggte": aggs}
+        pre = {"W": _f(att.MP["W"]), "Wpval": _f(att.MP["Wpval"])}
+        out["configs"][name] = {"call": call, "att_gt": gt, "aggte": aggs, "pretest": pre}
         print(name, "done", file=sys.stderr)
     (HERE / "csdid_reference.json").write_text(json.dumps(out, indent=1) + "\n")
 
