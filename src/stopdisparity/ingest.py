@@ -27,6 +27,7 @@ says what to do, and leaves the store unchanged:
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import logging
 import os
@@ -61,7 +62,15 @@ from stopdisparity.schema import (
     quote_identifier,
 )
 from stopdisparity.sql import query_frame, run_query
-from stopdisparity.store import STORE_FORMAT, Store, Transaction, duckdb_config, open_store
+from stopdisparity.store import (
+    STORE_FORMAT,
+    Store,
+    Transaction,
+    crash_enabled,
+    crashpoint,
+    duckdb_config,
+    open_store,
+)
 
 log = logging.getLogger(__name__)
 
@@ -285,6 +294,8 @@ def _parse_csv(
         columns = _classify(parse_header(source, header, encoding), source)
         feeder.start()
         _watch(feeder, source.name, total, progress)
+        if crash_enabled():  # test hook: die once DuckDB is reading the member
+            threading.Thread(target=_crash_while_feeding, args=(feeder,), daemon=True).start()
         try:
             _run_parse(con, index, read_path, columns, compression, encoding, max_line_size, source)
         except IngestError as e:
@@ -303,6 +314,13 @@ def _parse_csv(
         def _count() -> None:
             try:
                 report = None if progress is None else (lambda done: progress(source.name, done, total))
+                if crash_enabled():  # test hook: die while DuckDB parses the file
+
+                    def report(done: int, report: Callable[[int], None] | None = report) -> None:
+                        crashpoint("parse")
+                        if report is not None:
+                            report(done)
+
                 result["count"] = count_records(source, on_bytes=report)
             except BaseException as e:
                 result["error"] = e
@@ -347,6 +365,13 @@ def _watch(feeder: Feeder, name: str, total: int | None, progress: ProgressFn | 
         progress(name, feeder.bytes_out, total)
 
     threading.Thread(target=loop, daemon=True).start()
+
+
+def _crash_while_feeding(feeder: Feeder) -> None:
+    """Test hook: reach the ``parse`` crash point once the feeder has passed bytes to DuckDB."""
+    while feeder.bytes_out == 0 and feeder._thread.is_alive():
+        feeder._thread.join(0.001)
+    crashpoint("parse")
 
 
 def _drain(fifo: Path, feeder: Feeder) -> None:
@@ -480,6 +505,7 @@ def _stage_source(
             con, source, tx, index, encoding=encoding, max_line_size=max_line_size, progress=progress
         )
         rows_read = count.data_rows
+    crashpoint("after_parse")
     has_skips, has_lines = _offsets(con, index, count)
     table = f"parsed_{index}"
     # a CSV's first data record is line 2 (after the header); a Parquet file's first row is row 1
@@ -523,6 +549,7 @@ def _stage_source(
             columns, table, skips=has_skips, multiline=has_lines, has_county=has_county
         ),
     )
+    crashpoint("after_stage_stops")
     quarantine_out = tx.dir / "quarantine" / f"{key}.parquet"
     quarantine_out.parent.mkdir(parents=True, exist_ok=True)
     run_query(
@@ -645,12 +672,49 @@ def ingest(
         tx = st.begin()
         try:
             report = _run(st, tx, plan, known, memory_limit, threads, encoding, max_line_size, progress)
-        except BaseException:
-            if not st.committed(tx):  # after the commit point, recovery rolls forward instead
+        except BaseException as e:
+            committed = st.committed(tx)
+            if not committed:  # after the commit point, recovery rolls forward instead
                 st.abort(tx)
+            full = disk_full(e)
+            if full is not None and not committed:
+                raise IngestError(
+                    f"{st.root}: the disk is full ({full}) while the ingest was writing its staging "
+                    "files; nothing was committed and the store is exactly as it was. Free space on the "
+                    f"file system holding {st.root} (the ingest stages its sources' Parquet there "
+                    "before publishing it) and re-run the same command."
+                ) from e
+            if full is not None:
+                e.add_note(
+                    f"{st.root}: the ingest is committed but the disk filled ({full}) while publishing "
+                    "it; free space, then any command on the store (e.g. `stopdisparity summary`) "
+                    "finishes it."
+                )
             raise
     files = tuple(dataclasses.replace(f, same_file_as=duplicates.get(f.name, [])) for f in report.files)
     return dataclasses.replace(report, files=files)
+
+
+def disk_full(error: BaseException) -> str | None:
+    """The "disk full" reason behind ``error`` or its causes (ENOSPC, EDQUOT, EFBIG), or None.
+
+    DuckDB reports a failed write as an ``IOException`` whose text carries the OS error, wrapped in a
+    :class:`QueryError`; Python file writes raise :class:`OSError` with its errno.
+    """
+    seen: set[int] = set()
+    e: BaseException | None = error
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in _DISK_FULL:
+            return os.strerror(e.errno)  # type: ignore[arg-type]
+        for code in _DISK_FULL:
+            if os.strerror(code) in str(e) or f'"errno":"{code}"' in str(e):
+                return os.strerror(code)
+        e = e.__cause__ or e.__context__
+    return None
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def same_files(plan: Sequence[tuple[Source, str, str]], known: dict[str, Any]) -> dict[str, list[str]]:
@@ -754,6 +818,7 @@ def _run(
                 "parts": published,
                 "quarantine": str(qdst.relative_to(st.root)) if qdst else None,
             }
+            crashpoint("after_stage_source")
     finally:
         con.close()
     new_manifest = {
@@ -764,6 +829,7 @@ def _run(
         "polars_version": pl.__version__,
         "sources": dict(sorted(sources.items())),
     }
+    crashpoint("before_commit")
     st.commit(tx, moves, deletions, new_manifest)
     return IngestReport(str(st.root), tuple(reports))
 

@@ -11,6 +11,12 @@ A write is staged under ``DIR/.staging/<id>/`` and published by a journal: the j
 rename to ``DIR/journal.json`` is the commit point; its operations (renames, deletions, the new
 manifest) are idempotent, so any command that opens the store first rolls a committed journal
 forward, or deletes uncommitted staging (roll back). A lock file serialises writers.
+
+Test hook: :func:`crashpoint` calls mark the points where a SIGKILL is most likely to expose a
+non-atomic write (:data:`CRASHPOINTS`). When the environment variable ``STOPDISPARITY_CRASHPOINT``
+names one (``name``, or ``name#n`` for its n-th hit), the process kills itself there with SIGKILL,
+so ``tests/test_kill_safety.py`` can prove that every interrupted ingest leaves exactly the before or
+the after state. The variable is read once at import; unset, a crash point is one comparison.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import fcntl
 import json
 import os
 import shutil
+import signal
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,6 +52,52 @@ JOURNAL = "journal.json"
 STAGING = ".staging"
 LOCK = ".lock"
 
+#: Every crash point (test hook, see the module docstring), in the order an ingest reaches them.
+CRASHPOINTS: tuple[str, ...] = (
+    "parse",  # ingest: a CSV source is being parsed (its bytes are being read)
+    "after_parse",  # ingest: a source is parsed into DuckDB, nothing of it staged yet
+    "after_stage_stops",  # ingest: a source's stops are staged, its quarantine not yet
+    "after_stage_source",  # ingest: a source is staged and reconciled
+    "before_commit",  # ingest: every source staged, the manifest not yet written
+    "manifest.json_partial",  # half of the staged manifest written
+    "manifest.json_written",  # staged manifest written, not yet renamed into place in staging
+    "journal.json_partial",  # half of the staged journal written
+    "before_journal_rename",  # staged journal complete; the commit point is next
+    "after_journal_rename",  # committed, no operation applied yet
+    "commit_op",  # before each operation of the commit's roll-forward (``commit_op#n``: the n-th)
+    "before_journal_unlink",  # every operation applied, the journal still in place
+    "recover_op",  # before each operation of a roll-forward by recover()
+    "recover_before_journal_unlink",  # recover() applied the journal, has not removed it
+    "recover_before_rmtree",  # recover() is about to delete leftover staging
+)
+
+
+def _parse_crashpoint(value: str | None) -> tuple[str, int] | None:
+    if not value:
+        return None
+    name, _, nth = value.partition("#")
+    if name not in CRASHPOINTS:
+        raise StoreError(f"STOPDISPARITY_CRASHPOINT={value!r}: unknown crash point; one of {CRASHPOINTS}")
+    return name, int(nth or 1)
+
+
+_CRASH_AT = _parse_crashpoint(os.environ.get("STOPDISPARITY_CRASHPOINT"))
+_crash_hits: dict[str, int] = {}
+
+
+def crashpoint(name: str) -> None:
+    """Test hook: SIGKILL this process if ``STOPDISPARITY_CRASHPOINT`` names this point (and hit)."""
+    if _CRASH_AT is None or _CRASH_AT[0] != name:
+        return
+    _crash_hits[name] = hit = _crash_hits.get(name, 0) + 1
+    if hit == _CRASH_AT[1]:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def crash_enabled() -> bool:
+    """Whether a crash point is armed (lets callers skip work done only to reach one)."""
+    return _CRASH_AT is not None
+
 
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
@@ -57,11 +110,17 @@ def _fsync_dir(path: Path) -> None:
 def write_json_atomic(path: Path, payload: Any) -> None:
     """Write JSON to ``path`` atomically (temporary file, fsync, rename, fsync of the directory)."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    text = json.dumps(payload, indent=2, sort_keys=True) + "\n"
     with tmp.open("w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=2, sort_keys=True)
-        f.write("\n")
+        if _CRASH_AT is not None:  # test hook: die with half the file written
+            f.write(text[: len(text) // 2])
+            f.flush()
+            crashpoint(f"{path.name}_partial")
+            text = text[len(text) // 2 :]
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())
+    crashpoint(f"{path.name}_written")
     tmp.replace(path)
     _fsync_dir(path.parent)
 
@@ -210,12 +269,14 @@ class Store:
         outcome = None
         if journal.exists():
             ops = json.loads(journal.read_text(encoding="utf-8"))
-            self._apply(ops["operations"])
+            self._apply(ops["operations"], phase="recover")
+            crashpoint("recover_before_journal_unlink")
             journal.unlink()
             _fsync_dir(self.root)
             outcome = "rolled_forward"
         staging = self.root / STAGING
         if staging.is_dir() and any(staging.iterdir()):
+            crashpoint("recover_before_rmtree")
             shutil.rmtree(staging)
             outcome = outcome or "rolled_back"
         return outcome
@@ -247,9 +308,12 @@ class Store:
         ops.append({"op": "rmtree", "path": self._rel(tx.dir)})
         staged_journal = tx.dir / JOURNAL
         write_json_atomic(staged_journal, {"transaction": tx.id, "operations": ops})
+        crashpoint("before_journal_rename")
         staged_journal.replace(self.root / JOURNAL)  # <- the commit point
+        crashpoint("after_journal_rename")
         _fsync_dir(self.root)
         self._apply(ops)
+        crashpoint("before_journal_unlink")
         (self.root / JOURNAL).unlink()
         _fsync_dir(self.root)
 
@@ -270,9 +334,10 @@ class Store:
     def _rel(self, path: Path) -> str:
         return str(path.resolve().relative_to(self.root.resolve()))
 
-    def _apply(self, ops: list[dict[str, str]]) -> None:
+    def _apply(self, ops: list[dict[str, str]], phase: str = "commit") -> None:
         touched: set[Path] = set()
         for op in ops:
+            crashpoint(f"{phase}_op")
             if op["op"] == "move":
                 src, dst = self.root / op["src"], self.root / op["dst"]
                 if src.exists():
@@ -333,7 +398,7 @@ def open_store(path: str | Path, *, create: bool = False) -> Store:
             raise StoreError(
                 f"{root}: no such store; create it with `stopdisparity ingest ... --store {root}`"
             )
-        root.mkdir(parents=True)
+        root.mkdir(parents=True, exist_ok=True)  # a concurrent first ingest may create it too
     elif not root.is_dir():
         raise StoreError(f"{root}: not a directory")
     elif any(root.iterdir()) and not (root / MANIFEST).exists() and not (root / JOURNAL).exists():
