@@ -238,10 +238,6 @@ def _opt_int(x: float) -> int | None:
 
 
 # ------------------------------------------------------------------------------------------ estimation
-def _mean_w(w: np.ndarray, x: np.ndarray) -> float:
-    return float(np.sum(w * x) / np.sum(w))
-
-
 def _reg_did(dy: np.ndarray, d: np.ndarray, x: np.ndarray, w: np.ndarray) -> tuple[float, np.ndarray]:
     """Outcome-regression 2×2 DiD (DRDID ``reg_did_panel``) on one subsample: ATT and its influence.
 
