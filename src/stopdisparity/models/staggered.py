@@ -147,8 +147,8 @@ def fit_staggered(
         policy. The panel must be balanced (see ``missing``).
     **options
         The estimator's own options (e.g. ``control``, ``base_period``, ``anticipation``, ``n_boot``,
-        ``seed`` for ``callaway-santanna``; ``family`` for ``etwfe``; ``horizons``, ``pretrends`` for
-        ``bjs``); see each estimator's function.
+        ``seed`` for ``callaway-santanna``; ``family`` for ``etwfe``, by default ``logit`` with trials
+        and ``linear`` without; ``horizons``, ``pretrends`` for ``bjs``); see each estimator's function.
 
     Returns
     -------
@@ -180,6 +180,9 @@ def fit_staggered(
         panel = data
     else:
         panel = _prepare(data, yname, idname, tname, gname, trials, weights, xnames, cluster, missing)
+    if estimator == "etwfe" and "family" not in options:
+        # the headline's logit needs successes out of trials; a continuous outcome gets the linear model
+        options["family"] = "logit" if panel.columns.get("trials") else "linear"
     return _core(estimator)(panel, **options)
 
 
@@ -368,7 +371,8 @@ def fit_staggered_race(
     if estimator == "twfe-weights":
         from stopdisparity.models._bacon import twfe_weights
 
-        share = pl.when(pl.col(TRIALS) > 0).then(pl.col(FOCAL) / pl.col(TRIALS)).otherwise(None)
+        # a cell without stops has weight 0 (left out); its share is set to 0 only to be defined
+        share = pl.when(pl.col(TRIALS) > 0).then(pl.col(FOCAL) / pl.col(TRIALS)).otherwise(0.0)
         return twfe_weights(
             panel.with_columns((pl.col(IN_FORCE) > 0).cast(pl.Float64), share.alias(SHARE)),
             unit=unit,
