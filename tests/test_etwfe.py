@@ -491,6 +491,9 @@ def test_tidy_contract_and_event_outputs() -> None:
     assert res.vcov.shape == (len(res.event_times),) * 2
     # group sizes: 10 units per cohort
     assert tidy.filter(pl.col("term") == "group:4")["n_treated_units"].item() == 10
+    assert tidy.filter(pl.col("term") == "event:0")["n_treated_units"].item() == 30
+    assert tidy.filter(pl.col("term") == "att")["n_treated_units"].item() == res.n_treated_units == 30
+    assert set(res.cells["n_units"].to_list()) == {10}
     assert res.lineage["options"]["control"] == "never"
     pois = etwfe(_prep(frame), family="poisson").tidy()
     assert "response_change" in pois.columns and "pp_change" not in pois.columns

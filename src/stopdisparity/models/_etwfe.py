@@ -48,6 +48,10 @@ delta-method influence is the chain rule through these. CR1 multiplies the CR0 v
 coefficients (fixed effects included; none is nested in the clusters) and :math:`N` the stops
 (Bernoulli trials) for the logit, as the headline TWFE logit, else the panel rows.
 
+Event time :math:`e` counts panel periods from adoption (``t - g`` for consecutive integer periods, as
+``etwfe``); monthly panels with yearly cohorts have monthly event times — coarsen the panel first when
+yearly event times are wanted.
+
 Aggregations (as ``emfx``): the effect in a treated cell, averaged over its rows with weights
 :math:`n` (trials / exposure / WLS weights), then cells averaged with weights :math:`\sum_{i\in c} n_i`:
 ``simple`` over all post cells, ``group`` per cohort, ``calendar`` per period, ``event`` per
@@ -533,12 +537,15 @@ def etwfe(
 
     # ---------------------------------------------------------------- aggregations
     uid_all = frame.get_column(UID).to_numpy()
-    units_by_cohort = {int(g): int(np.unique(uid_all[gvals == g]).size) for g in cohort_levels if g > 0}
+    # treated units behind each cell and aggregate (distinct units: right for unbalanced panels too)
+    ucodes = np.unique(uid_all[is_t], return_inverse=True)[1]
+    incidence = sp.csr_matrix((np.ones(ucodes.size), (cell, ucodes)), shape=(n_cells, int(ucodes.max()) + 1))
+    incidence.data[:] = 1.0  # duplicates summed: back to 0/1
     cell_t = np.asarray(periods)[cell_tid]
     cell_gtid = np.array([periods.index(int(g)) for g in cell_g])
     cell_e = cell_tid - cell_gtid
     post = cell_e >= 0
-    n_units_c = np.array([units_by_cohort[int(g)] for g in cell_g])
+    n_units_c = np.asarray((incidence > 0).sum(axis=1)).ravel()
     specs: list[tuple[str, str, np.ndarray]] = [("att", "simple", post)]
     for e in np.unique(cell_e):
         if e == -1:
@@ -549,10 +556,9 @@ def etwfe(
     for t in np.unique(cell_t[post]):
         specs.append((f"calendar:{int(t)}", "calendar", post & (cell_t == t)))
     wmat = np.zeros((len(specs), n_cells))
-    n_tr = []
     for j, (_, _, sel) in enumerate(specs):
         wmat[j, sel] = m_c[sel] / m_c[sel].sum()
-        n_tr.append(sum(units_by_cohort[int(g)] for g in np.unique(cell_g[sel])))
+    n_tr = np.asarray(((sp.csr_matrix(wmat > 0, dtype=float) @ incidence) > 0).sum(axis=1)).ravel()
     agg_link = wmat @ link_c
     agg_resp = wmat @ resp_c
     infl_link = psi_link @ wmat.T
@@ -636,7 +642,7 @@ def etwfe(
         columns={**cols, "cluster": cluster_name},
         nobs=frame.height,
         n_trials=float(n.sum()),
-        n_treated_units=int(sum(units_by_cohort[int(g)] for g in np.unique(cell_g))),
+        n_treated_units=int(incidence.shape[1]),
         fit_seconds=elapsed,
         lineage=lineage,
     )
