@@ -549,3 +549,27 @@ def test_speed_county_month_panel() -> None:
     assert res.cells.height > 900
     assert elapsed < 5.0
     assert _row(res, "att")["estimate"] == pytest.approx(0.2, abs=0.02)
+
+
+@pytest.mark.reference
+def test_unbalanced_weighted_linear_matches_pyfixest() -> None:
+    """Unbalanced panel (cells missing at random), WLS weights n, cohort effects: pyfixest feols CRV1."""
+    pf = pytest.importorskip("pyfixest")
+    frame, _ = _binomial_panel(17, n_units=30, n_periods=7, cohorts=(0, 4, 5, 6))
+    rng = np.random.default_rng(17)
+    frame = frame.filter(pl.Series(rng.random(frame.height) > 0.15) | (pl.col("t") == 1))
+    frame = frame.with_columns((pl.col("succ") / pl.col("n")).alias("share"))
+    panel = prepare_staggered(
+        frame, yname="share", idname="unit", tname="t", gname="g", weights="n", balanced=False
+    )
+    assert not panel.balanced
+    res = etwfe(panel, family="linear", control="not_yet")
+    dd, names, cells_list, _ = _spelled_out(
+        frame.to_pandas(), y="share", unit="unit", t="t", g="g", x=[], control="not_yet"
+    )
+    fit = pf.feols(f"share ~ {' + '.join(names)} | g + t", data=dd, weights="n", vcov={"CRV1": "unit"})
+    for (c, s), name in zip(cells_list, names, strict=True):
+        r = res.cells.filter((pl.col("g") == c) & (pl.col("t") == s)).row(0, named=True)
+        assert r["estimate"] == pytest.approx(fit.coef()[name], rel=RTOL_ORACLE, abs=1e-12)
+        assert r["std_error"] == pytest.approx(fit.se()[name], rel=RTOL_ORACLE)
+        assert r["n_units"] == int(((dd["g"] == c) & (dd["t"] == s)).sum())

@@ -591,7 +591,7 @@ def etwfe(
     ev = [j for j, s in enumerate(specs) if s[1] == "event"]
     event_times = tuple(int(s[0].split(":")[1]) for s in specs if s[1] == "event")
     vcov = (infl_link[:, ev].T @ infl_link[:, ev]) * factor
-    thin = aggregates.filter(pl.col("aggregation") != "simple").select("term", "n_treated_units")
+    thin = aggregates.select("term", "n_treated_units")
     warn_thin_cells(thin, label="ETWFE aggregate", count="n_treated_units", stacklevel=3)
     se_c = np.sqrt(np.sum(psi_link**2, axis=0) * factor)
     se_rc = np.sqrt(np.sum(psi_resp**2, axis=0) * factor)
