@@ -575,12 +575,15 @@ def etwfe(
 
     # ---------------------------------------------------------------- small sample, clusters, warnings
     n_ssc = round(float(n.sum())) if family == "logit" else frame.height
+    # K: the cohort and period dummies (as fixed effects: C + T - 1 when all are identified) + the rest
+    n_fe_cols = int(np.sum(keep < cohort_levels.size + n_periods - 1))
+    full_fe = n_fe_cols == cohort_levels.size + n_periods - 1
     small = SmallSample(
         n=n_ssc,
-        n_coef=p + n_cells * q,
-        fe_names=(),
-        fe_levels=(),
-        fe_nested=(),
+        n_coef=p + n_cells * q - (n_fe_cols if full_fe else 0),
+        fe_names=("cohort", "period") if full_fe else (),
+        fe_levels=(int(cohort_levels.size), n_periods) if full_fe else (),
+        fe_nested=(False, False) if full_fe else (),
         g=n_cl,
         n_label="stops (Bernoulli trials)" if family == "logit" else "rows",
     )
