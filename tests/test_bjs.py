@@ -121,10 +121,18 @@ def test_point_estimates_equal_pyfixest_did2s() -> None:
     assert abs(rw.att - r_all.att) > 1e-3  # the weights matter here
 
 
-def _dense_bjs(df: pd.DataFrame, y: str, unit: str, t: str, g: str, w: np.ndarray, cl: str):
-    """Textbook BJS with dense dummies (lstsq), for the exactness check (static ATT only)."""
+def _dense_bjs(
+    df: pd.DataFrame, y: str, unit: str, t: str, g: str, w: np.ndarray, cl: str, xs: tuple[str, ...] = ()
+) -> tuple[float, float]:
+    """Textbook BJS with dense dummies (pinv), for the exactness check (static ATT only)."""
     tr = ((df[t] >= df[g]) & (df[g] > 0)).to_numpy()
-    z = np.hstack([pd.get_dummies(df[unit]).to_numpy(float), pd.get_dummies(df[t]).to_numpy(float)[:, 1:]])
+    z = np.hstack(
+        [
+            pd.get_dummies(df[unit]).to_numpy(float),
+            pd.get_dummies(df[t]).to_numpy(float)[:, 1:],
+            df[list(xs)].to_numpy(float).reshape(len(df), -1),
+        ]
+    )
     yy = df[y].to_numpy(float)
     sw = np.sqrt(w[~tr])
     zinv = np.linalg.pinv(z[~tr] * sw[:, None]) * sw[None, :]  # (Z0'WZ0)^{-1} Z0'W
@@ -285,3 +293,16 @@ def test_tidy_contract_and_rows() -> None:
     assert tau.height == r.n_treated_obs and tau["weight"].sum() == pytest.approx(1.0)
     assert float((tau["weight"] * tau["tau"]).sum()) == pytest.approx(r.att)
     assert r.lineage["options"]["pretrends"] == 2
+
+
+@pytest.mark.reference
+def test_covariates_enter_the_first_stage() -> None:
+    d = pd.read_csv(REF / "sunab" / "base_stagg.csv")
+    d["g"] = np.where(d.year_treated > 10, 0, d.year_treated)
+    p = _panel(d, yname="y", idname="id", tname="year", gname="g", xnames=["x1"])
+    r = bjs(p)
+    est, se = _dense_bjs(d, "y", "id", "year", "g", np.ones(len(d)), "id", xs=("x1",))
+    assert r.att == pytest.approx(est, abs=ATOL_EXACT)
+    assert r.att_se == pytest.approx(se, rel=1e-9)
+    without = bjs(_panel(d, yname="y", idname="id", tname="year", gname="g"))
+    assert abs(without.att - r.att) > 0.01  # x1 moves y (coefficient ~1) and trends with the period
