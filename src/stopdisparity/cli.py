@@ -523,6 +523,111 @@ def did(
         err.print(f"estimand: {tidy['estimand'][0]}", highlight=False)
 
 
+SENSITIVITY_ESTIMATORS = ("event-study", "sun-abraham", "callaway-santanna", "etwfe")
+SENSITIVITY_METHODS = ("relative-magnitudes", "smoothness")
+
+
+@app.command()
+def sensitivity(
+    store: StoreOpt = None,
+    panel_file: PanelOpt = None,
+    state: StateOpt = None,
+    agency: AgencyOpt = None,
+    policy: PolicyOpt = "287g",
+    period: PeriodOpt = "",
+    unit: UnitOpt = "county_fips",
+    outcome: OutcomeOpt = None,
+    trials: TrialsOpt = None,
+    first_treated: FirstTreatedOpt = None,
+    covariates: CovariatesOpt = None,
+    estimator: Annotated[
+        str, typer.Option(help=" | ".join(SENSITIVITY_ESTIMATORS) + ": the event study to bound.")
+    ] = "event-study",
+    race_pair: RacePairOpt = "hispanic,white",
+    cluster: ClusterOpt = None,
+    missing: MissingOpt = "raise",
+    cohort: CohortOpt = "year",
+    scale: ScaleOpt = "share",
+    control: ControlOpt = None,
+    method: Annotated[
+        str,
+        typer.Option(
+            help="relative-magnitudes (post violations at most Mbar x the largest pre-period one) or "
+            "smoothness (slope changes at most M per period)."
+        ),
+    ] = "relative-magnitudes",
+    m: Annotated[
+        list[float] | None,
+        typer.Option(
+            "--m",
+            help="Bounds Mbar (relative magnitudes; default 0.5 1 1.5 2) or M (smoothness; required, in "
+            "the outcome's units per period); repeatable.",
+        ),
+    ] = None,
+    event_time: Annotated[
+        int | None, typer.Option(help="Bound one post event time (default: the average post effect).")
+    ] = None,
+    alpha: Annotated[float, typer.Option(help="Level: 1 - alpha robust confidence sets.")] = 0.05,
+    as_json: JsonOpt = False,
+    memory_limit: MemoryOpt = "2GB",
+) -> None:
+    """Rambachan & Roth (2023) bounds: how far may parallel trends fail before the effect is not robust.
+
+    Fits the event study (--estimator, on a store, a race-layout panel or a generic panel, as `did`)
+    and reports the robust confidence set of the average post-period effect (or of --event-time) for
+    each bound, next to the original interval, and the breakdown value: the smallest bound at which
+    the robust set includes 0. callaway-santanna is fitted with a universal base period and etwfe with
+    never-treated controls (their pre-period coefficients share the reference period).
+    """
+    try:
+        from stopdisparity.errors import check_choice
+
+        check_choice("--estimator", estimator, SENSITIVITY_ESTIMATORS)
+        check_choice("--method", method, SENSITIVITY_METHODS)
+        bounds = list(m or ())
+        if not bounds:
+            if method == "smoothness":
+                raise StopDisparityError(
+                    "--method smoothness needs --m: bounds on the change in slope per period, in the "
+                    "outcome's units (e.g. --m 0 --m 0.01 --m 0.02)"
+                )
+            bounds = [0.5, 1.0, 1.5, 2.0]
+        options = _staggered_options(
+            estimator, cohort=cohort, control=control, base_period=None, anticipation=None, family=None,
+            draws=0, seed=0,
+        )  # fmt: skip
+        if estimator == "callaway-santanna":
+            options["base_period"] = "universal"
+        if estimator == "etwfe" and options.get("control", "never") != "never":
+            raise StopDisparityError("etwfe's pre-period coefficients need --control never")
+        result, title = _did_result(
+            store=store, panel_file=panel_file, state=state, agency=agency, policy=policy, period=period,
+            unit=unit, treatment=None, outcome=outcome, trials=trials, first_treated=first_treated,
+            covariates=covariates, group=None, estimator=estimator, race_pair=race_pair, inference="cluster",
+            cluster=cluster, weights=None, missing=missing, draws=0, seed=0, cohort=cohort, scale=scale,
+            options=options, memory_limit=memory_limit,
+        )  # fmt: skip
+        from stopdisparity.models.sensitivity import sensitivity as bounds_of
+        from stopdisparity.models.staggered import event_coefficients
+
+        robust = bounds_of(
+            event_coefficients(result),
+            method=method.replace("-", "_"),  # type: ignore[arg-type]
+            m=bounds,
+            event_time=event_time,
+            alpha=alpha,
+        )
+        tidy = robust.tidy()
+    except (StopDisparityError, ValueError) as e:
+        raise _fail(e) from e
+    if as_json:
+        _emit_json(tidy.to_dicts())
+    else:
+        shown = [c for c in ("term", "estimate", "ci_low", "ci_high", "m", "breakdown") if c in tidy.columns]
+        _print_frame(tidy.select(shown), f"sensitivity ({method}) of {title}")
+        err.print(f"breakdown value: {robust.breakdown:g}; {robust.inference}", highlight=False)
+
+
 def _staggered_options(
     estimator: str | None,
     *,

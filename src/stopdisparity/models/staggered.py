@@ -59,8 +59,10 @@ The Econometrics Journal 26(3), C31-C66. https://doi.org/10.1093/ectj/utad016
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
 import polars as pl
 
 from stopdisparity.errors import SpecificationError, check_choice
@@ -397,4 +399,63 @@ def fit_staggered_race(
         missing=missing,
         **outcome,
         **options,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class EventCoefficients:
+    """Event-time estimates with their joint covariance (what :func:`~.sensitivity.sensitivity` reads).
+
+    ``event_times`` exclude the reference period; ``reference`` is the omitted event time.
+    """
+
+    event_times: tuple[int, ...]
+    coefficients: np.ndarray
+    vcov: np.ndarray
+    reference: int
+    estimator: str
+    n_obs: int
+    n_clusters: int | None
+
+
+def event_coefficients(result: Any) -> Any:
+    """A result's event-time coefficients for the sensitivity analysis (Rambachan & Roth 2023).
+
+    Callaway–Sant'Anna's dynamic aggregation becomes an :class:`EventCoefficients`; it must use
+    ``base_period="universal"``, so that every pre-period estimate is relative to the same reference
+    (-1 - anticipation) as the post ones — the varying base's pre-period terms are one-period changes,
+    which the relative-magnitudes and smoothness restrictions do not describe. Other results (the event
+    study, Sun–Abraham, etwfe) are returned as they are; the imputation estimator (``bjs``) has no
+    pre-period coefficients in the same regression and is refused.
+    """
+    from stopdisparity.models._bjs import BjsResult
+    from stopdisparity.models._cs import CallawaySantAnnaResult
+
+    if isinstance(result, BjsResult):
+        raise SpecificationError(
+            "bjs has no pre-period coefficients estimated jointly with its horizons (its pre-trend test is "
+            "a separate regression), so the sensitivity analysis cannot use it; use sun-abraham, "
+            "callaway-santanna (base period universal), etwfe (never-treated controls) or event-study"
+        )
+    if not isinstance(result, CallawaySantAnnaResult):
+        return result
+    if result.base_period != "universal":
+        raise SpecificationError(
+            "the sensitivity analysis of callaway-santanna needs base_period='universal' (every event "
+            "time against the same reference period); refit with base_period='universal'"
+        )
+    idx = [i for i, a in enumerate(result.aggregation) if a == "dynamic"]  # the rows of vcov("dynamic")
+    reference = -1 - result.anticipation
+    vcov = result.vcov("dynamic")
+    keep = [
+        j for j, i in enumerate(idx) if result.terms[i] != "dynamic:overall" and int(result.e[i]) != reference
+    ]
+    return EventCoefficients(
+        event_times=tuple(int(result.e[idx[j]]) for j in keep),
+        coefficients=np.asarray([result.estimates[idx[j]] for j in keep], dtype=float),
+        vcov=vcov[np.ix_(keep, keep)],
+        reference=reference,
+        estimator=result.estimator,
+        n_obs=int(result.n_units),
+        n_clusters=int(result.n_clusters),
     )
