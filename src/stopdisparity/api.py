@@ -19,6 +19,8 @@ if TYPE_CHECKING:  # loaded lazily at run time, see _LAZY
     from stopdisparity.models.did import fit_did, fit_did_panel
     from stopdisparity.models.event_study import fit_event_study, fit_event_study_panel
     from stopdisparity.models.falsification import falsification_table, falsify
+    from stopdisparity.models.sensitivity import honest_bounds, sensitivity
+    from stopdisparity.models.staggered import event_coefficients, fit_staggered, fit_staggered_race
 from stopdisparity.policy import TreatmentSpec, load_registry, treatment_timing
 from stopdisparity.sql import query_frame
 from stopdisparity.store import Store, open_store
@@ -75,6 +77,11 @@ _LAZY = {
     "fit_event_study": "stopdisparity.models.event_study",
     "fit_did_panel": "stopdisparity.models.did",
     "fit_event_study_panel": "stopdisparity.models.event_study",
+    "fit_staggered": "stopdisparity.models.staggered",
+    "fit_staggered_race": "stopdisparity.models.staggered",
+    "event_coefficients": "stopdisparity.models.staggered",
+    "sensitivity": "stopdisparity.models.sensitivity",
+    "honest_bounds": "stopdisparity.models.sensitivity",
 }
 
 
@@ -95,6 +102,7 @@ __all__ = [
     "PanelSpec",
     "TreatmentSpec",
     "build_panel",
+    "event_coefficients",
     "falsification_table",
     "falsify",
     "fit_counts",
@@ -102,11 +110,15 @@ __all__ = [
     "fit_did_panel",
     "fit_event_study",
     "fit_event_study_panel",
+    "fit_staggered",
+    "fit_staggered_race",
+    "honest_bounds",
     "ingest",
     "load_quarantine",
     "load_registry",
     "load_stops",
     "open_store",
+    "sensitivity",
     "stops_by_state_year_race",
     "treatment_timing",
 ]
