@@ -375,6 +375,7 @@ def sensitivity(
     alpha: float = 0.05,
     grid_points: int = 1000,
     seed: int = 0,
+    breakdown: bool = True,
 ) -> SensitivityResult:
     r"""Rambachan & Roth (2023) bounds from a fitted event study.
 
@@ -392,7 +393,7 @@ def sensitivity(
     ----------
     result
         The event study.
-    method, m, alpha, grid_points, seed
+    method, m, alpha, grid_points, seed, breakdown
         As :func:`honest_bounds`.
     event_time
         Target one post event time (a one-hot ``l``); default: the average over the post periods.
@@ -450,6 +451,7 @@ def sensitivity(
         alpha=alpha,
         grid_points=grid_points,
         seed=seed,
+        breakdown=breakdown,
     )
     import dataclasses
 
