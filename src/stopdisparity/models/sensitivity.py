@@ -54,6 +54,7 @@ implementation; tests/reference/honestdid holds its published numbers).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Mapping, Sequence
@@ -70,6 +71,7 @@ from stopdisparity.models import _fe
 from stopdisparity.results import TidyRow, tidy_frame
 
 Method = Literal["relative_magnitudes", "smoothness"]
+_versions = functools.cache(_fe.package_versions)  # importlib.metadata look-ups cost ~10 ms a call
 METHODS: tuple[Method, ...] = ("relative_magnitudes", "smoothness")
 _PREFIX = {"relative_magnitudes": "rm:Mbar", "smoothness": "sd:M"}
 _LABEL = {
@@ -360,7 +362,7 @@ def honest_bounds(
                 "lf_simulations": _LF_SIMS,
             },
             "seed": seed,
-            "versions": _fe.package_versions(),
+            "versions": dict(_versions()),
         },
         seed=seed,
     )
@@ -809,7 +811,9 @@ def _dual_vertices(sd: np.ndarray, x: np.ndarray) -> np.ndarray:
     feasible = np.all(sol >= -1e-10, axis=1)
     lam = np.zeros((int(feasible.sum()), mrows))
     np.put_along_axis(lam, bases[ok][feasible], np.clip(sol[feasible], 0.0, None), axis=1)
-    lam = np.unique(np.round(lam, 13), axis=0) if lam.size else lam
+    if lam.size:  # drop repeats (degenerate bases give the same vertex), compared on a relative scale
+        _, first = np.unique(np.round(lam / np.abs(lam).max(), 12), axis=0, return_index=True)
+        lam = lam[np.sort(first)]
     return lam.T
 
 
