@@ -47,6 +47,7 @@ from stopdisparity.models._staggered_data import (
     TREATED,
     StaggeredPanel,
     Y,
+    on_scale,
     warn_thin_cells,
 )
 from stopdisparity.results import TidyRow, tidy_frame
@@ -104,6 +105,7 @@ class BaconResult:
     vcov_description: str
     columns: Mapping[str, Any]
     lineage: Mapping[str, Any]
+    outcome_scale: str = "level"
 
     def coef(self) -> pl.DataFrame:
         """``term`` and ``estimate`` columns of :meth:`tidy`."""
@@ -140,7 +142,7 @@ class BaconResult:
                 self.n_obs,
                 self.n_clusters,
                 "bacon",
-                _BACON_ESTIMAND,
+                on_scale(_BACON_ESTIMAND, self.outcome_scale),
                 f"analytical: {self.vcov_description}; t({self.n_clusters - 1})",
                 {"weight": 1.0},
             )
@@ -158,7 +160,7 @@ class BaconResult:
                     self.n_obs,
                     self.n_clusters,
                     "bacon",
-                    _BACON_ESTIMAND,
+                    on_scale(_BACON_ESTIMAND, self.outcome_scale),
                     none,
                     {"weight": r["weight"], "type": r["type"], "n_comparisons": r["n_comparisons"]},
                 )
@@ -177,7 +179,7 @@ class BaconResult:
                     n_units * r["n_periods"],
                     n_units,
                     "bacon",
-                    _BACON_ESTIMAND,
+                    on_scale(_BACON_ESTIMAND, self.outcome_scale),
                     none,
                     {
                         "weight": r["weight"],
@@ -459,6 +461,7 @@ def bacon_decomposition(panel: StaggeredPanel) -> BaconResult:
         "versions": _fe.package_versions(),
     }
     return BaconResult(
+        outcome_scale=panel.outcome_scale,
         beta=beta,
         std_error=se,
         two_by_twos=two,

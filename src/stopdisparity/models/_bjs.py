@@ -75,6 +75,7 @@ from stopdisparity.models._staggered_data import (
     N,
     StaggeredPanel,
     Y,
+    on_scale,
     warn_thin_cells,
 )
 from stopdisparity.models._sunab import cluster_codes, fe_wls
@@ -143,6 +144,7 @@ class BjsResult:
     columns: Mapping[str, Any]
     lineage: Mapping[str, Any]
     estimand: str = ESTIMAND
+    outcome_scale: str = "level"
     estimator: str = "bjs"
     vcov_type: str = "BJS (2024) Theorem 3 conservative, clustered"
 
@@ -247,7 +249,7 @@ class BjsResult:
             nobs,
             self.n_clusters,
             self.estimator,
-            estimand or self.estimand,
+            on_scale(estimand or self.estimand, self.outcome_scale),
             inference,
             extra,
         )
@@ -484,6 +486,7 @@ def bjs(
         "versions": _fe.package_versions(),
     }
     return BjsResult(
+        outcome_scale=panel.outcome_scale,
         att=float(estimates[0]),
         att_se=float(ses[0]),
         horizons=tuple(hs),

@@ -70,6 +70,7 @@ from stopdisparity.models._staggered_data import (
     G,
     StaggeredPanel,
     W,
+    on_scale,
     warn_thin_cells,
 )
 from stopdisparity.results import TidyRow, tidy_frame
@@ -124,6 +125,7 @@ class CallawaySantAnnaResult:
     lineage: Mapping[str, Any]
     estimator: str = ESTIMATOR
     estimand: str = ESTIMAND
+    outcome_scale: str = "level"
 
     @property
     def n_gt(self) -> int:
@@ -217,7 +219,7 @@ class CallawaySantAnnaResult:
                     n_obs=int(self.n_obs[i]),
                     n_clusters=self.n_clusters,
                     estimator=self.estimator,
-                    estimand=self.estimand,
+                    estimand=on_scale(self.estimand, self.outcome_scale),
                     inference=inference,
                     extra={
                         "aggregation": self.aggregation[i],
@@ -697,6 +699,7 @@ def callaway_santanna(
         "versions": _fe.package_versions(),
     }
     return CallawaySantAnnaResult(
+        outcome_scale=panel.outcome_scale,
         terms=tuple(terms),
         aggregation=tuple(aggregation),
         estimates=estimates,

@@ -107,6 +107,7 @@ from stopdisparity.models._staggered_data import (
     N,
     StaggeredPanel,
     Y,
+    on_scale,
     warn_thin_cells,
 )
 from stopdisparity.results import TidyRow, tidy_frame
@@ -630,7 +631,7 @@ def etwfe(
         family=family,
         control=control,
         estimator="etwfe",
-        estimand=ESTIMANDS[family],
+        estimand=on_scale(ESTIMANDS[family], panel.outcome_scale),
         cells=cells_df,
         aggregates=aggregates,
         influence_link=infl_link,

@@ -67,6 +67,28 @@ UNIT, UID, PERIOD, TID, G, GID, TREATED, Y, N, W, CLUSTER = (
 )
 #: Fewer treated units than this in a reported cell triggers a :class:`SparseCellWarning`.
 MIN_CELL_UNITS = 2
+#: What the outcome ``y`` is: the user's outcome in levels, the race layout's share of the pair's
+#: stops, or its empirical log odds.
+OUTCOME_SCALES = ("level", "share", "logodds")
+_SCALE_PHRASES = {
+    "share": (("the outcome level", "the focal race's share of the pair's stops (level)"),),
+    "logodds": (
+        ("the outcome level", "the empirical log odds of the focal race's share"),
+        ("parallel trends in levels", "parallel trends in log odds"),
+    ),
+}
+
+
+def on_scale(estimand: str, outcome_scale: str) -> str:
+    """An estimand's text with the scale phrases of the panel's outcome (``level``: unchanged).
+
+    The linear estimators describe themselves "on the outcome level; parallel trends in levels"; on
+    the race layout's share they name the share, and on its empirical log odds (``scale="logodds"``)
+    both phrases name the log odds.
+    """
+    for old, new in _SCALE_PHRASES.get(outcome_scale, ()):
+        estimand = estimand.replace(old, new)
+    return estimand
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +110,7 @@ class StaggeredPanel:
     n_input_rows: int
     n_dropped: int
     unit_weight_rule: str
+    outcome_scale: str = "level"
 
     @property
     def has_never_treated(self) -> bool:
@@ -168,6 +191,7 @@ def prepare_staggered(
     cluster: str | None = None,
     missing: Missing = "raise",
     balanced: bool = True,
+    outcome_scale: str = "level",
     stacklevel: int = 3,
 ) -> StaggeredPanel:
     """Validate a panel for the staggered estimators and return it in the internal layout.
@@ -175,7 +199,8 @@ def prepare_staggered(
     Parameters are those of :func:`stopdisparity.models.did.fit_did_panel`. With ``trials``, ``yname``
     counts successes and the outcome is the share; cells with zero trials have no share. ``balanced``
     (default) requires every unit in every period: under ``missing="drop"`` units that are not are
-    dropped with a :class:`DroppedRowsWarning`, else it raises.
+    dropped with a :class:`DroppedRowsWarning`, else it raises. ``outcome_scale`` (``level``,
+    ``share`` or ``logodds``) says what ``yname`` is, for the estimand labels (:func:`on_scale`).
 
     Raises
     ------
@@ -183,6 +208,10 @@ def prepare_staggered(
         Everything :func:`~stopdisparity.models._panel.prepare_panel` refuses; zero trials or an
         unbalanced panel under ``missing="raise"``; no treated unit; no unit left.
     """
+    if outcome_scale not in OUTCOME_SCALES:
+        raise SpecificationError(
+            f"outcome_scale must be one of {list(OUTCOME_SCALES)}; got {outcome_scale!r}"
+        )
     if trials is not None and trials in data.columns and missing == "raise":
         zero = data.filter(pl.col(trials).cast(pl.Float64) == 0)
         if zero.height:
@@ -345,4 +374,5 @@ def prepare_staggered(
         n_input_rows=prepared.n_input_rows,
         n_dropped=n_dropped,
         unit_weight_rule=rule,
+        outcome_scale=outcome_scale,
     )

@@ -77,6 +77,7 @@ from stopdisparity.models._staggered_data import (
     N,
     StaggeredPanel,
     Y,
+    on_scale,
     warn_thin_cells,
 )
 from stopdisparity.results import TidyRow, tidy_frame
@@ -282,6 +283,7 @@ class SunAbrahamResult:
     columns: Mapping[str, Any]
     lineage: Mapping[str, Any]
     estimand: str = ESTIMAND
+    outcome_scale: str = "level"
     vcov_type: str = "CR1"
     estimator: str = "sun-abraham"
 
@@ -402,7 +404,7 @@ class SunAbrahamResult:
             self.nobs,
             self.n_clusters,
             self.estimator,
-            estimand or self.estimand,
+            on_scale(estimand or self.estimand, self.outcome_scale),
             "analytical (CR1, t(G-1); delta method with fixed cohort shares)",
             extra,
         )
@@ -589,6 +591,7 @@ def sun_abraham(
         "versions": _fe.package_versions(),
     }
     return SunAbrahamResult(
+        outcome_scale=panel.outcome_scale,
         event_times=tuple(reported),
         coefficients=r @ delta,
         vcov=r @ v_delta @ r.T,

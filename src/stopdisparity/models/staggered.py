@@ -389,17 +389,18 @@ def fit_staggered_race(
         lo = ((pl.col(FOCAL) + 0.5) / (pl.col(TRIALS) - pl.col(FOCAL) + 0.5)).log()
         panel = panel.with_columns(lo.alias(LOGODDS))
         outcome = {"yname": LOGODDS, "weights": None if estimator == "bacon" else TRIALS}
-    return fit_staggered(
+    prepared = prepare_staggered(
         panel,
-        estimator=estimator,
         idname=unit,
         tname=period,
         gname=FIRST,
         cluster=None if cluster == unit else cluster,
         missing=missing,
+        outcome_scale=scale,
+        stacklevel=3,
         **outcome,
-        **options,
     )
+    return fit_staggered(prepared, estimator=estimator, **options)
 
 
 @dataclass(frozen=True, slots=True)
