@@ -171,7 +171,7 @@ class World:
     fresh: Path  # [A (first version), B] into a new store: the "after" of a first ingest
     n_moves: int  # operations of the replacing ingest's journal: moves, then deletions, manifest, rmtree
     n_deletes: int
-    states: dict[str, StoreState]  # "empty", "base", "replaced", "fresh"
+    states: dict[str, StoreState]  # "empty", "base", "replaced", "fresh", "bc"
 
     def scenario(self, first_ingest: bool) -> tuple[Path | None, list[Path], StoreState, StoreState]:
         """(store to start from or None, files to ingest, before state, after state)."""
@@ -198,6 +198,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     report = ingest([a2, b, c], replaced)
     assert [f.status for f in report.files] == ["replaced", "ingested", "ingested"]
     ingest([a1, b], fresh)
+    ingest([b], root / "bc")  # the two ingests of the concurrency tests, one after the other
+    ingest([c], root / "bc")
     old, new = (
         json.loads((base / "manifest.json").read_text()),
         json.loads((replaced / "manifest.json").read_text()),
@@ -206,7 +208,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     n_moves = sum(len(e["parts"]) + bool(e["quarantine"]) for e in new["sources"].values())
     n_deletes = len(old["sources"][A]["parts"]) + bool(old["sources"][A]["quarantine"])
     assert n_moves >= 6 and n_deletes >= 2  # several partitions each, so "between renames" means something
-    states = {name: state(root / name) for name in ("empty", "base", "replaced", "fresh")}
+    states = {name: state(root / name) for name in ("empty", "base", "replaced", "fresh", "bc")}
     assert not states["base"].same_as(states["replaced"]) and not states["empty"].same_as(states["fresh"])
     return World(root, a1, a2, b, c, base, replaced, fresh, n_moves, n_deletes, states)
 
@@ -368,34 +370,47 @@ def test_random_sigkill_leaves_before_or_after(world: World, tmp_path: Path) -> 
 
 
 # -------------------------------------------------------------------------------- 2. concurrency
+def _blocked_on_flock(pids: list[int]) -> bool:
+    """Whether every process in ``pids`` waits for an flock (Linux: a ``->`` line of /proc/locks)."""
+    waiting = {int(line.split()[5]) for line in Path("/proc/locks").read_text().splitlines() if "->" in line}
+    return set(pids) <= waiting
+
+
 def test_two_concurrent_ingests_are_serialised_and_both_land(world: World, tmp_path: Path) -> None:
-    ref = tmp_path / "ref"
-    ingest([world.b], ref)
-    ingest([world.c], ref)
     store = tmp_path / "store"
-    holder = Store(store)
-    with holder.lock():  # both must wait for the lock
+    # the test holds the writer lock: both ingests must wait for it, then race each other for it
+    with Store(store).lock():
         procs = [start_ingest(store, [world.b]), start_ingest(store, [world.c])]
-        time.sleep(1.0)
+        if Path("/proc/locks").exists():
+            deadline = time.monotonic() + 60
+            while not _blocked_on_flock([p.pid for p in procs]) and time.monotonic() < deadline:
+                assert all(p.poll() is None for p in procs), "an ingest ended while the lock was held"
+                time.sleep(0.01)
+            assert _blocked_on_flock([p.pid for p in procs]), "the ingests never waited for the lock"
+        else:
+            time.sleep(1.0)
         assert [p.poll() for p in procs] == [None, None], "an ingest did not wait for the lock"
+        assert not any((store / ".staging").glob("*")), "an ingest wrote while another held the lock"
     for p in procs:
         _, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
-    assert state(store).same_as(state(ref))
+    assert state(store).same_as(world.states["bc"])  # as if one ran after the other
     assert sorted(open_store(store).manifest()["sources"]) == [B, C]
 
 
-def test_two_concurrent_ingests_into_a_new_store(world: World, tmp_path: Path) -> None:
-    """No lock held by the test: the two race from the directory's creation on."""
-    ref = tmp_path / "ref"
-    ingest([world.b], ref)
-    ingest([world.c], ref)
+def test_open_store_tolerates_a_concurrent_creation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another ingest creates the directory between open_store's existence check and its mkdir."""
     store = tmp_path / "store"
-    procs = [start_ingest(store, [world.b]), start_ingest(store, [world.c])]
-    for p in procs:
-        _, err = p.communicate(timeout=120)
-        assert p.returncode == 0, err
-    assert state(store).same_as(state(ref))
+    real_exists = Path.exists
+
+    def racing_exists(self: Path, *args: Any, **kwargs: Any) -> bool:
+        if self == store and not real_exists(self):
+            self.mkdir()  # the other process wins the race
+            return False
+        return real_exists(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "exists", racing_exists)
+    assert open_store(store, create=True).root == store
 
 
 # -------------------------------------------------------------------------------- 3. disk full
@@ -475,3 +490,24 @@ def test_disk_full_while_writing_the_manifest(
     monkeypatch.setattr(store_module, "write_json_atomic", real)
     open_store(store)
     assert state(store).same_as(state(world.base))
+
+
+def test_disk_full_after_the_commit_point_says_the_next_command_finishes(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = tmp_path / "store"
+    shutil.copytree(world.base, store)
+    real = Store._apply
+
+    def full(self: Store, ops: list[dict[str, str]], phase: str = "commit") -> None:
+        real(self, ops[:2], phase)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Store, "_apply", full)
+    with pytest.raises(OSError, match="No space left") as info:
+        ingest(world.scenario(first_ingest=False)[1], store)
+    notes = " ".join(getattr(info.value, "__notes__", []))
+    assert str(store) in notes and "committed" in notes and "free space" in notes
+    monkeypatch.setattr(Store, "_apply", real)
+    open_store(store)
+    assert state(store).same_as(world.states["replaced"])
