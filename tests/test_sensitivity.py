@@ -547,3 +547,24 @@ def test_bounds_are_scale_equivariant(method: str) -> None:
     big_m = [1000 * x for x in ms] if method == "smoothness" else ms
     big = honest_bounds(1000 * b, 1e6 * sig, num_pre=5, num_post=2, method=method, m=big_m, breakdown=False)
     np.testing.assert_allclose(np.array(big.ci), 1000 * np.array(small.ci), rtol=1e-6)
+
+
+def test_relative_magnitudes_grid_follows_a_far_estimate() -> None:
+    """t = 40: R's +-20 sd grid around 0 would miss the set; the grid moves to the estimate and widens."""
+    sig = _ar_sigma(5, sd=0.01, rho=0.3)
+    b = np.array([0.0, 0.005, -0.004, 0.4, 0.41])
+    res = honest_bounds(
+        b,
+        sig,
+        num_pre=3,
+        num_post=2,
+        method="relative_magnitudes",
+        m=[0.0, 50.0],
+        grid_points=200,
+        breakdown=False,
+    )
+    (lo0, hi0), (lo1, hi1) = res.ci
+    assert lo0 <= res.estimate <= hi0 and abs(lo0 - res.original[0]) < 0.1 * (hi0 - lo0)
+    assert lo1 < lo0 and hi1 > hi0  # Mbar = 50: wider than the first grid (+-20 sd around 0.405)
+    grids = res.lineage["theta_grids"]
+    assert grids[0][0] > 0 and grids[1][2] > 200  # centered on the estimate; widened for Mbar = 50

@@ -20,7 +20,10 @@ order, the reference period excluded, then the post-periods) is approximately
   :math:`\theta`, taken as the union over the location and sign of the largest pre-period difference, as
   R ``HonestDiD::createSensitivityResults_relativeMagnitudes`` does by default (post-period moments
   only; grid of 1000 points over :math:`\pm 20\,\mathrm{sd}(l'\hat\beta_{post})`; the interval is the
-  smallest and largest accepted grid point).
+  smallest and largest accepted grid point). Unlike R, the grid is centered on the estimate when the
+  estimate lies within 5 sd of R's grid end, and widened at the same step when an end point is
+  accepted, so a large t statistic or a large :math:`\bar M` does not cut the set off (the grids used
+  are in ``lineage["theta_grids"]``).
 * **Smoothness** :math:`\Delta^{SD}(M)`: the second differences of :math:`\delta` are at most
   :math:`M` in absolute value. The confidence set is the optimal fixed-length confidence interval (FLCI)
   of Armstrong & Kolesár over affine estimators :math:`\hat\theta = l'\hat\beta_{post} + v'\hat\beta_{pre}`,
@@ -315,6 +318,7 @@ def honest_bounds(
     se = math.sqrt(max(float(lv @ s[post, post] @ lv), 0.0))
     z = float(stats.norm.isf(alpha / 2))
     original = (est - z * se, est + z * se)
+    grids: list[tuple[float, float, int]] = []
     if method == "smoothness":
         flci = _Flci(s, num_pre, num_post, lv, alpha)
         fits = [flci.interval(b, mm) for mm in ms]
@@ -323,8 +327,9 @@ def honest_bounds(
         bd = flci.breakdown(b, se) if breakdown else math.nan
     else:
         rm = _RelativeMagnitudes(b, s, num_pre, num_post, lv, alpha, seed)
-        grid = np.linspace(-20 * se, 20 * se, grid_points)
-        ci = tuple(rm.interval(mm, grid) for mm in ms)
+        fits_rm = [rm.interval(mm, est, se, grid_points) for mm in ms]
+        ci = tuple((lo, hi) for lo, hi, _ in fits_rm)
+        grids = [g for _, _, g in fits_rm]
         centers = tuple(math.nan for _ in ms)
         bd = rm.breakdown() if breakdown else math.nan
     return SensitivityResult(
@@ -361,6 +366,7 @@ def honest_bounds(
                 "hybrid_kappa": alpha / 10,
                 "lf_simulations": _LF_SIMS,
             },
+            "theta_grids": [list(g) for g in grids],
             "seed": seed,
             "versions": dict(_versions()),
         },
@@ -833,8 +839,11 @@ class _RelativeMagnitudes:
         self.b, self.s, self.k, self.t, self.l = betahat, sigma, num_pre, num_post, l_vec
         self.alpha, self.kappa, self.seed = alpha, alpha / 10, seed
         self.ginv = _gamma_inverse(l_vec)
+        self._cache: dict[float, list[dict[str, np.ndarray | float]]] = {}
 
     def _problems(self, mbar: float) -> list[dict[str, np.ndarray | float]]:
+        if mbar in self._cache:
+            return self._cache[mbar]
         out = []
         for s in range(-(self.k - 1), 1):
             for positive in (True, False):
@@ -854,6 +863,7 @@ class _RelativeMagnitudes:
                         "cv": self._lf_cv(sig, lam),
                     }
                 )
+        self._cache[mbar] = out
         return out
 
     def _lf_cv(self, sig: np.ndarray, lam: np.ndarray) -> float:
@@ -913,12 +923,27 @@ class _RelativeMagnitudes:
             acc |= self._accept(prob, theta)
         return acc
 
-    def interval(self, mbar: float, grid: np.ndarray) -> tuple[float, float]:
-        """(smallest, largest) accepted grid point, NaN if none."""
-        acc = self.accept(mbar, grid)
+    def interval(
+        self, mbar: float, est: float, se: float, points: int
+    ) -> tuple[float, float, tuple[float, float, int]]:
+        """(smallest, largest) accepted grid point (NaN if none) and the grid (low, high, points).
+
+        R's default grid, ±20 sd around 0, unless the estimate lies within 5 sd of its end
+        (then centered on the estimate); when an end point is accepted the grid is widened at the same
+        step (twice the half-width, 2n - 1 points; at most 6 times) so the set is not cut off.
+        """
+        half = 20 * se
+        center = 0.0 if abs(est) + 5 * se <= half else est
+        for _ in range(7):
+            grid = np.linspace(center - half, center + half, points)
+            acc = self.accept(mbar, grid)
+            if not (acc[0] or acc[-1]):
+                break
+            half, points = 2 * half, 2 * points - 1
+        used = (float(grid[0]), float(grid[-1]), int(points))
         if not acc.any():
-            return (math.nan, math.nan)
-        return (float(grid[acc].min()), float(grid[acc].max()))
+            return (math.nan, math.nan, used)
+        return (float(grid[acc].min()), float(grid[acc].max()), used)
 
     def breakdown(self) -> float:
         """Smallest Mbar at which theta = 0 is accepted."""
