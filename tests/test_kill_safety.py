@@ -7,7 +7,8 @@ the ingest, or ``stopdisparity summary``), and then compares the store with stor
 uninterrupted runs: the rows (``read_parquet('DIR/stops/**/*.parquet', hive_partitioning=true)``,
 sorted), the quarantine, ``manifest.json`` and every file's bytes must equal exactly the before or
 the after state. Also: two concurrent ingests are serialised by the lock and both land; a full disk
-(a real 1 MiB tmpfs in a user namespace, and a patched write) gives a clear error and the before state.
+(a real tmpfs in a user namespace, 64 KiB to spare, and a patched write) gives a clear error
+and the before state.
 """
 
 from __future__ import annotations
@@ -448,11 +449,12 @@ def test_disk_full_on_a_real_small_filesystem(world: World, tmp_path: Path) -> N
         f'set -e; mount -t tmpfs -o size={pages * 4}k tmpfs "$1"; cp -a "$2" "$1/store"; '
         f'{sys.executable} -c "$3" "$1/store" "$4" > "$1/../ingest.out" 2>&1 '
         '|| echo "rc=$?" >> "$1/../ingest.out"; '
-        f'{sys.executable} -c "$5" "$1/store"; cp -a "$1/store" "$6"'
+        'cp -a "$1/store" "$7"; '  # as the failed ingest left it
+        f'{sys.executable} -c "$5" "$1/store"; cp -a "$1/store" "$6"'  # after the next command
     )
     done = subprocess.run(
         ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh",
-         str(mnt), str(world.base), DRIVER, str(big), RECOVER, str(out)],
+         str(mnt), str(world.base), DRIVER, str(big), RECOVER, str(out), str(tmp_path / "left")],
         env=_env(), capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -460,7 +462,9 @@ def test_disk_full_on_a_real_small_filesystem(world: World, tmp_path: Path) -> N
     assert message.rstrip().endswith("rc=3"), message  # an IngestError, not a traceback
     assert "disk is full (No space left on device)" in message
     assert f"{mnt}/store" in message and "Free space" in message and "re-run" in message
-    assert state(out).same_as(state(world.base))
+    assert state(tmp_path / "left").same_as(world.states["base"])  # the ingest cleaned up after itself
+    assert not any((tmp_path / "left" / ".staging").glob("*"))
+    assert state(out).same_as(world.states["base"])
 
 
 def test_disk_full_while_writing_the_manifest(
