@@ -57,11 +57,12 @@ implementation; tests/reference/honestdid holds its published numbers).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
@@ -158,7 +159,6 @@ class SensitivityResult:
     n_obs: int = 0
     n_clusters: int | None = None
     seed: int = 0
-    extra_options: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def inference(self) -> str:
@@ -221,6 +221,7 @@ class SensitivityResult:
             alpha=alpha,
             grid_points=self.grid_points,
             seed=self.seed,
+            breakdown=not math.isnan(self.breakdown),
         )
         return _with_source(new, self)
 
@@ -230,8 +231,6 @@ def _fmt(m: float) -> str:
 
 
 def _with_source(new: SensitivityResult, src: SensitivityResult) -> SensitivityResult:
-    import dataclasses
-
     return dataclasses.replace(
         new,
         estimator=src.estimator,
@@ -461,8 +460,6 @@ def sensitivity(
         seed=seed,
         breakdown=breakdown,
     )
-    import dataclasses
-
     delta = "Delta^RM(Mbar)" if method == "relative_magnitudes" else "Delta^SD(M)"
     return dataclasses.replace(
         res,
