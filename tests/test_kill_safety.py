@@ -31,7 +31,7 @@ import polars as pl
 import pytest
 
 import stopdisparity.store as store_module
-from stopdisparity.errors import IngestError
+from stopdisparity.errors import IngestError, StoreError
 from stopdisparity.ingest import ingest
 from stopdisparity.store import CRASHPOINTS, Store, open_store
 
@@ -46,7 +46,7 @@ C = "nc_raleigh_2020_01_01.csv.gz"
 
 DRIVER = """
 import sys
-from stopdisparity.errors import IngestError
+from stopdisparity.errors import IngestError, StoreError
 from stopdisparity.ingest import ingest
 try:
     ingest(sys.argv[2:], sys.argv[1])
@@ -512,6 +512,33 @@ def test_disk_full_after_the_commit_point_says_the_next_command_finishes(
         ingest(world.scenario(first_ingest=False)[1], store)
     notes = " ".join(getattr(info.value, "__notes__", []))
     assert str(store) in notes and "committed" in notes and "free space" in notes
+    monkeypatch.setattr(Store, "_apply", real)
+    open_store(store)
+    assert state(store).same_as(world.states["replaced"])
+
+
+def test_disk_full_during_recovery_is_a_store_error_and_the_next_command_finishes(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = tmp_path / "store"
+    shutil.copytree(world.base, store)
+    real = Store._apply
+
+    def crash_after_commit(self: Store, ops: list[dict[str, str]], phase: str = "commit") -> None:
+        raise KeyboardInterrupt  # past the commit point: the journal stays for recovery
+
+    def full(self: Store, ops: list[dict[str, str]], phase: str = "commit") -> None:
+        real(self, ops[:3], phase)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Store, "_apply", crash_after_commit)
+    with pytest.raises(KeyboardInterrupt):
+        ingest(world.scenario(first_ingest=False)[1], store)
+    monkeypatch.setattr(Store, "_apply", full)
+    with pytest.raises(StoreError, match="disk is full") as info:
+        open_store(store)
+    assert str(store) in str(info.value) and "free space" in str(info.value)
+    assert (store / "journal.json").exists()
     monkeypatch.setattr(Store, "_apply", real)
     open_store(store)
     assert state(store).same_as(world.states["replaced"])

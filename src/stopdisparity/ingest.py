@@ -27,7 +27,6 @@ says what to do, and leaves the store unchanged:
 from __future__ import annotations
 
 import dataclasses
-import errno
 import hashlib
 import logging
 import os
@@ -68,6 +67,7 @@ from stopdisparity.store import (
     Transaction,
     crash_enabled,
     crashpoint,
+    disk_full,
     duckdb_config,
     open_store,
 )
@@ -669,7 +669,12 @@ def ingest(
             log.warning("%s: skipped members that are not CSV data: %s", path, list(skipped))
         if all(status == "unchanged" for _, _, status in plan):
             return IngestReport(str(st.root), tuple(_unchanged(s, sha, known) for s, sha, _ in plan))
-        tx = st.begin()
+        try:
+            tx = st.begin()
+        except OSError as e:
+            if (full := disk_full(e)) is None:
+                raise
+            raise _disk_full_error(st, full) from e
         try:
             report = _run(st, tx, plan, known, memory_limit, threads, encoding, max_line_size, progress)
         except BaseException as e:
@@ -678,12 +683,7 @@ def ingest(
                 st.abort(tx)
             full = disk_full(e)
             if full is not None and not committed:
-                raise IngestError(
-                    f"{st.root}: the disk is full ({full}) while the ingest was writing its staging "
-                    "files; nothing was committed and the store is exactly as it was. Free space on the "
-                    f"file system holding {st.root} (the ingest stages its sources' Parquet there "
-                    "before publishing it) and re-run the same command."
-                ) from e
+                raise _disk_full_error(st, full) from e
             if full is not None:
                 e.add_note(
                     f"{st.root}: the ingest is committed but the disk filled ({full}) while publishing "
@@ -695,26 +695,13 @@ def ingest(
     return dataclasses.replace(report, files=files)
 
 
-def disk_full(error: BaseException) -> str | None:
-    """The "disk full" reason behind ``error`` or its causes (ENOSPC, EDQUOT, EFBIG), or None.
-
-    DuckDB reports a failed write as an ``IOException`` whose text carries the OS error, wrapped in a
-    :class:`QueryError`; Python file writes raise :class:`OSError` with its errno.
-    """
-    seen: set[int] = set()
-    e: BaseException | None = error
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, OSError) and e.errno in _DISK_FULL:
-            return os.strerror(e.errno)  # type: ignore[arg-type]
-        for code in _DISK_FULL:
-            if os.strerror(code) in str(e) or f'"errno":"{code}"' in str(e):
-                return os.strerror(code)
-        e = e.__cause__ or e.__context__
-    return None
-
-
-_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+def _disk_full_error(st: Store, full: str) -> IngestError:
+    return IngestError(
+        f"{st.root}: the disk is full ({full}) while the ingest was writing its staging files; nothing "
+        "was committed and the store is exactly as it was. Free space on the file system holding "
+        f"{st.root} (the ingest stages its sources' Parquet there before publishing it) and re-run "
+        "the same command."
+    )
 
 
 def same_files(plan: Sequence[tuple[Source, str, str]], known: dict[str, Any]) -> dict[str, list[str]]:

@@ -22,6 +22,7 @@ the after state. The variable is read once at import; unset, a crash point is on
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -97,6 +98,28 @@ def crashpoint(name: str) -> None:
 def crash_enabled() -> bool:
     """Whether a crash point is armed (lets callers skip work done only to reach one)."""
     return _CRASH_AT is not None
+
+
+def disk_full(error: BaseException) -> str | None:
+    """The "disk full" reason behind ``error`` or its causes (ENOSPC, EDQUOT, EFBIG), or None.
+
+    DuckDB reports a failed write as an ``IOException`` whose text carries the OS error (wrapped in a
+    ``QueryError``); Python file writes raise :class:`OSError` with its errno.
+    """
+    seen: set[int] = set()
+    e: BaseException | None = error
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in _DISK_FULL:
+            return os.strerror(e.errno)  # type: ignore[arg-type]
+        for code in _DISK_FULL:
+            if os.strerror(code) in str(e) or f'"errno":"{code}"' in str(e):
+                return os.strerror(code)
+        e = e.__cause__ or e.__context__
+    return None
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -269,7 +292,16 @@ class Store:
         outcome = None
         if journal.exists():
             ops = json.loads(journal.read_text(encoding="utf-8"))
-            self._apply(ops["operations"], phase="recover")
+            try:
+                self._apply(ops["operations"], phase="recover")
+            except OSError as e:
+                if (full := disk_full(e)) is None:
+                    raise
+                raise StoreError(
+                    f"{self.root}: the disk is full ({full}) while finishing an interrupted ingest; the "
+                    "store is safe and the next command finishes it: free space on its file system and "
+                    "re-run."
+                ) from e
             crashpoint("recover_before_journal_unlink")
             journal.unlink()
             _fsync_dir(self.root)
