@@ -145,9 +145,12 @@ def which(root: Path, before: StoreState, after: StoreState) -> str:
     if now.same_as(before):
         return "before"
     extra = sorted(set(now.files) - set(after.files) - set(before.files))
-    missing = sorted(set(after.files) & set(before.files) - set(now.files))
     rows = None if now.rows is None else now.rows.height
-    raise AssertionError(f"neither before nor after: rows={rows}, extra files {extra}, missing {missing}")
+    raise AssertionError(
+        f"neither before nor after: rows={rows}, files not in either {extra}, "
+        f"missing from before {sorted(set(before.files) - set(now.files))}, "
+        f"missing from after {sorted(set(after.files) - set(now.files))}"
+    )
 
 
 # --------------------------------------------------------------------------------------- fixtures
