@@ -148,3 +148,26 @@ def test_adoption_after_the_panel_is_never_treated_within_it() -> None:
     p = race_unit_panel(c)
     assert (p.filter(pl.col("county_fips").is_in(late.implode()))["first_treated"] == 0).all()
     assert p["first_treated"].max() <= 2010
+
+
+def test_varying_weights_use_the_pre_adoption_mean() -> None:
+    d = _panel().with_columns((pl.col("n") * 2.0).alias("wt"), pl.col("y").cast(pl.Float64).alias("x"))
+    p = prepare_staggered(d, yname="x", idname="id", tname="year", gname="first", weights="wt")
+    assert "pre-adoption periods" in p.unit_weight_rule and "varies within 12 units" in p.unit_weight_rule
+    w = p.units().select("unit", "w")
+    for unit, g in (("c01", 2004), ("c02", 2006), ("c00", 2004)):  # never treated: before the first cohort
+        expect = d.filter((pl.col("id") == unit) & (pl.col("year") < g))["wt"].mean()
+        assert w.filter(pl.col("unit") == unit)["w"][0] == pytest.approx(expect)
+
+
+def test_states_with_different_spans_keep_the_common_periods() -> None:
+    spec = SynthSpec(scenario="dynamic", design="random", n_treated=20)
+    c = cells(spec, seed=5, rows=400_000, years=(2005, 2010)).filter(pl.col("agency") == "state_patrol")
+    # SC observed 2005-2010, NC only 2007-2010 (as OPP's states span different years)
+    c = c.filter((pl.col("state") == "SC") | (pl.col("period") >= 2007 * 12))
+    with pytest.warns(
+        DroppedRowsWarning, match=r"kept periods 2007\.\.2010.*dropped \d+ of \d+ unit-periods"
+    ):
+        p = race_unit_panel(c)
+    assert p["period"].unique().sort().to_list() == [2007, 2008, 2009, 2010]
+    assert p.group_by("county_fips").len()["len"].unique().to_list() == [4]

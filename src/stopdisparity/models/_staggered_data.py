@@ -18,9 +18,10 @@ Columns of :attr:`StaggeredPanel.frame` (sorted by ``uid``, ``tid``):
 - ``n`` (Float64 row weight: ``weights`` if given, else ``trials`` if given, else 1) — the weight of
   the regression-based estimators (Sun–Abraham, BJS) and of the stop-weighted linear TWFE;
 - ``w`` (Float64 unit weight, constant within unit) — the weight of Callaway–Sant'Anna's averages
-  (R ``did``'s ``weightsname``): ``weights`` when constant within unit; with trials and no weights the
-  unit's mean trials over its pre-adoption periods (for never-treated units: the periods before the
-  first adoption in the panel; a unit with no such period uses all its periods); else 1;
+  (R ``did``'s ``weightsname``): ``weights`` when constant within unit; otherwise (varying ``weights``,
+  or trials) the unit's mean over its pre-adoption periods (for never-treated units: the periods before
+  the first adoption in the panel; a unit with no such period uses all its periods), so that the weight
+  is not moved by the treatment; else 1;
 - ``cluster`` (the cluster value; the unit by default);
 - covariates ``_x0``, ``_x1``, ... (Float64).
 
@@ -320,23 +321,27 @@ def prepare_staggered(
     first_cohort = cells.filter(pl.col(FIRST_TREATED) > 0).get_column(FIRST_TREATED).min()
     if first_cohort is None:
         raise SpecificationError(f"no unit is ever treated ({gname!r} is 0 or empty everywhere)")
+    # a unit's pre-adoption periods (never treated: those before the first adoption in the panel)
+    pre = pl.col(_PERIOD) < pl.when(pl.col(FIRST_TREATED) > 0).then(pl.col(FIRST_TREATED)).otherwise(
+        pl.lit(first_cohort)
+    )
+
+    def pre_mean(column: str) -> pl.Expr:
+        return pl.when(pre.any()).then(pl.col(column).filter(pre).mean()).otherwise(pl.col(column).mean())
+
     if weights is not None:
         varies = cells.group_by(_UNIT).agg(pl.col("n").n_unique().alias("k")).filter(pl.col("k") > 1)
         if varies.height == 0:
             w_expr = pl.col("n").first()
             rule = f"the weights column {weights!r} (constant within unit)"
         else:
-            w_expr = pl.col("n").mean()
+            w_expr = pre_mean("n")
             rule = (
-                f"the unit's mean of the weights column {weights!r} (it varies within {varies.height} units)"
+                f"the unit's mean of the weights column {weights!r} over its pre-adoption periods (all "
+                f"periods if it has none; the column varies within {varies.height} units)"
             )
     elif trials is not None:
-        pre = pl.col(_PERIOD) < pl.when(pl.col(FIRST_TREATED) > 0).then(pl.col(FIRST_TREATED)).otherwise(
-            pl.lit(first_cohort)
-        )
-        w_expr = (
-            pl.when(pre.any()).then(pl.col("_trials").filter(pre).mean()).otherwise(pl.col("_trials").mean())
-        )
+        w_expr = pre_mean("_trials")
         rule = f"the unit's mean {trials!r} over its pre-adoption periods (all periods if it has none)"
     else:
         w_expr = pl.lit(1.0)

@@ -58,6 +58,7 @@ The Econometrics Journal 26(3), C31-C66. https://doi.org/10.1093/ectj/utad016
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -65,7 +66,7 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 
-from stopdisparity.errors import SpecificationError, check_choice
+from stopdisparity.errors import DroppedRowsWarning, SpecificationError, check_choice
 from stopdisparity.models import _fe
 from stopdisparity.models._fe import Missing
 from stopdisparity.models._staggered_data import StaggeredPanel, prepare_staggered
@@ -240,9 +241,11 @@ def race_unit_panel(
     with ``cohort="year"`` — of the unit's first treated period; 0 = never treated), ``in_force`` (share
     of the period's sub-periods in force: 0/1 at the panel's own periods) and ``cluster`` (when it is
     not the unit). A unit whose first treated period lies after the panel's last one is never treated
-    within the panel (``first_treated`` 0), as R ``did`` codes it. With ``cohort="year"`` the periods
-    become calendar years (``period // 12`` of a monthly index ``year·12 + month − 1``, ``period // 4``
-    of a quarterly one) and stops are summed.
+    within the panel (``first_treated`` 0), as R ``did`` codes it. Only the periods every unit is observed
+    in are kept (a :class:`DroppedRowsWarning` says which were cut), so that the panel is balanced when
+    states span different years. With ``cohort="year"`` the periods become calendar years (``period //
+    12`` of a monthly index ``year·12 + month − 1``, ``period // 4`` of a quarterly one) and stops are
+    summed.
     """
     check_choice("cohort", cohort, COHORTS)
     from stopdisparity.models.event_study import months_per_period
@@ -306,8 +309,25 @@ def race_unit_panel(
                 pl.col("n").sum(),
             )
         )
+    # units of different states can span different periods (OPP: NC 2000-2015, SC 2005-2016): keep the
+    # periods every unit has, so the panel is balanced, and say what was cut
+    span = pairs.group_by(_fe.UNIT).agg(
+        pl.col(_fe.PERIOD).min().alias("lo"), pl.col(_fe.PERIOD).max().alias("hi")
+    )
+    first, last = span.get_column("lo").max(), span.get_column("hi").min()
+    if first is None or last is None or first > last:
+        raise SpecificationError("the units share no period: fit each state (or span) separately")
+    outside = pairs.filter((pl.col(_fe.PERIOD) < first) | (pl.col(_fe.PERIOD) > last))
+    if outside.height:
+        warnings.warn(
+            f"kept periods {first}..{last}, the span every {unit!r} is observed in (units of different "
+            f"states cover different periods); dropped {outside.height} of {pairs.height} unit-periods "
+            f"({int(outside.get_column('n').sum())} stops of the pair)",
+            DroppedRowsWarning,
+            stacklevel=3,
+        )
+        pairs = pairs.filter(pl.col(_fe.PERIOD).is_between(first, last))
     # adoption after the panel's last period is not observed: such units are not-yet-treated throughout
-    last = pairs.get_column(_fe.PERIOD).max()
     pairs = pairs.with_columns(pl.when(pl.col(FIRST) > last).then(0).otherwise(pl.col(FIRST)).alias(FIRST))
     out = pairs.select(
         pl.col(_fe.UNIT).alias(unit),
