@@ -75,6 +75,7 @@ from stopdisparity.models._staggered_data import (
     N,
     StaggeredPanel,
     Y,
+    drop_always_treated,
     on_scale,
     warn_thin_cells,
 )
@@ -315,15 +316,7 @@ def bjs(
         raise SpecificationError(f"pretrends must be an integer >= 0; got {pretrends!r}")
     f = panel.frame
     first = panel.periods[0]
-    always = f.filter((pl.col(G) > 0) & (pl.col(G) <= first)).get_column(UID).unique()
-    if always.len():
-        warnings.warn(
-            f"dropped {always.len()} unit(s) treated from the first period on ({first}): with no untreated "
-            "period their Y(0) cannot be imputed",
-            StopDisparityWarning,
-            stacklevel=2,
-        )
-        f = f.filter(~pl.col(UID).is_in(always.implode()))
+    f, n_always = drop_always_treated(f, first, why="with no untreated period their Y(0) cannot be imputed")
     untreated_periods = f.filter(pl.col(TREATED) == 0).get_column(TID).unique()
     bad = f.filter((pl.col(TREATED) == 1) & ~pl.col(TID).is_in(untreated_periods.implode()))
     if bad.height and bad.height == f.filter(pl.col(TREATED) == 1).height:
@@ -502,7 +495,7 @@ def bjs(
         nobs=int(f.height),
         n_untreated_obs=int((~treated).sum()),
         n_clusters=n_clusters,
-        n_dropped_always_treated=int(always.len()),
+        n_dropped_always_treated=n_always,
         n_dropped_unimputable=int(bad.height),
         covariates=tuple(panel.columns.get("covariates") or ()),
         columns=dict(panel.columns),

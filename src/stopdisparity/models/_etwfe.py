@@ -83,7 +83,6 @@ imported by :mod:`stopdisparity.policy`.
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -95,7 +94,7 @@ import scipy.linalg.lapack
 import scipy.sparse as sp
 from scipy.special import expit
 
-from stopdisparity.errors import DroppedRowsWarning, SpecificationError, check_choice
+from stopdisparity.errors import SpecificationError, check_choice
 from stopdisparity.models import _fe
 from stopdisparity.models._fe import ClusterSummary, SmallSample
 from stopdisparity.models._staggered_data import (
@@ -107,6 +106,7 @@ from stopdisparity.models._staggered_data import (
     N,
     StaggeredPanel,
     Y,
+    drop_always_treated,
     on_scale,
     warn_thin_cells,
 )
@@ -370,17 +370,9 @@ def etwfe(
     n_periods = len(periods)
 
     # ---------------------------------------------------------------- sample and treated cells
-    always = frame.filter((pl.col(G) > 0) & (pl.col(GID) <= 0))
-    if always.height:
-        n_units = always.get_column(UID).n_unique()
-        warnings.warn(
-            f"dropped {n_units} unit(s) treated from the first period (cohort(s) "
-            f"{sorted(always.get_column(G).unique().to_list())}): they have no untreated period to "
-            "identify their cohort effect",
-            DroppedRowsWarning,
-            stacklevel=2,
-        )
-        frame = frame.filter(~((pl.col(G) > 0) & (pl.col(GID) <= 0)))
+    frame, _ = drop_always_treated(
+        frame, periods[0], why="they have no untreated period to identify their cohort effect"
+    )
     if panel.has_never_treated:
         ref_gid = -1
     elif control == "never":

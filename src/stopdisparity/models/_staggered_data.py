@@ -179,6 +179,29 @@ def warn_thin_cells(table: pl.DataFrame, *, label: str, count: str = "n_units", 
         )
 
 
+def drop_always_treated(
+    frame: pl.DataFrame, first_period: int, *, why: str, stacklevel: int = 3
+) -> tuple[pl.DataFrame, int]:
+    """Drop the units treated from the panel's first period on, with a warning saying ``why``.
+
+    They have no untreated period, so no estimator here can compare them with themselves before
+    adoption (R ``did``, fixest's ``sunab`` and ``didimputation`` drop them too). Returns the kept rows
+    of ``frame`` (the :attr:`StaggeredPanel.frame` layout) and the number of units dropped.
+    """
+    always = frame.filter((pl.col(G) > 0) & (pl.col(G) <= first_period))
+    n_units = always.get_column(UID).n_unique()
+    if n_units:
+        cohorts = sorted(int(g) for g in always.get_column(G).unique().to_list())
+        warnings.warn(
+            f"dropped {n_units} unit(s) treated from the first period on ({first_period}; cohort(s) "
+            f"{cohorts}): {why}",
+            DroppedRowsWarning,
+            stacklevel=stacklevel,
+        )
+        frame = frame.filter(~pl.col(UID).is_in(always.get_column(UID).unique().implode()))
+    return frame, n_units
+
+
 def prepare_staggered(
     data: pl.DataFrame,
     *,

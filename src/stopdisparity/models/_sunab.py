@@ -66,7 +66,7 @@ import polars as pl
 import scipy.linalg
 import scipy.sparse as sp
 
-from stopdisparity.errors import SparseCellWarning, SpecificationError, StopDisparityWarning
+from stopdisparity.errors import SparseCellWarning, SpecificationError
 from stopdisparity.models import _fe
 from stopdisparity.models._staggered_data import (
     CLUSTER,
@@ -77,6 +77,7 @@ from stopdisparity.models._staggered_data import (
     N,
     StaggeredPanel,
     Y,
+    drop_always_treated,
     on_scale,
     warn_thin_cells,
 )
@@ -469,16 +470,11 @@ def sun_abraham(
     _check_window(window, bin_ends)
     f = panel.frame
     first_period = panel.periods[0]
-    # units treated from the first period on have no reference cell (fixest drops "always treated")
-    always = f.filter((pl.col(G) > 0) & (pl.col(G) <= first_period)).get_column(UID).unique()
-    if always.len():
-        warnings.warn(
-            f"dropped {always.len()} unit(s) treated from the first period on ({first_period}): they have no "
-            "pre-adoption period and no reference cell (fixest's sunab drops them too)",
-            StopDisparityWarning,
-            stacklevel=2,
-        )
-        f = f.filter(~pl.col(UID).is_in(always.implode()))
+    f, n_always = drop_always_treated(
+        f,
+        first_period,
+        why="they have no pre-adoption period and no reference cell (fixest's sunab drops them too)",
+    )
     cohorts = sorted(int(g) for g in f.get_column(G).unique().to_list() if g > 0)
     if panel.has_never_treated:
         control_g, control = 0, "never-treated"
@@ -610,7 +606,7 @@ def sun_abraham(
         cohorts=tuple(cohorts),
         control=control,
         n_control_units=n_control,
-        n_dropped_always_treated=int(always.len()),
+        n_dropped_always_treated=n_always,
         nobs=n,
         n_clusters=fit.small_sample.g,
         small_sample=fit.small_sample,
