@@ -20,7 +20,7 @@ COPY (
     refused AS (
         SELECT
             line AS logical_line,
-            arg_min(CASE WHEN error_type IN ('MISSING COLUMNS', 'TOO MANY COLUMNS') THEN NULL ELSE column_name END, column_idx) AS column_name,
+            arg_min(CASE WHEN error_type IN ('MISSING COLUMNS', 'TOO MANY COLUMNS') THEN NULL ELSE column_name END, coalesce(column_idx, 0)) AS column_name,
             arg_min(CASE error_type
                 WHEN 'MISSING COLUMNS' THEN 'field_count'
                 WHEN 'TOO MANY COLUMNS' THEN 'field_count'
@@ -29,12 +29,12 @@ COPY (
                 WHEN 'LINE SIZE OVER MAXIMUM' THEN 'line_too_long'
                 WHEN 'INVALID ENCODING' THEN 'encoding'
                 ELSE 'type_cast'
-            END, column_idx) AS reason,
-            arg_min(csv_line, column_idx) AS raw_text,
+            END, coalesce(column_idx, 0)) AS reason,
+            arg_min(csv_line, coalesce(column_idx, 0)) AS raw_text,
             arg_min(CASE error_type
                 WHEN 'INVALID ENCODING' THEN error_message || ' If the file is Latin-1 (Windows-1252), ingest it again with --encoding latin-1 (Python: encoding="latin-1").'
                 ELSE error_message
-            END, column_idx) AS message
+            END, coalesce(column_idx, 0)) AS message
         FROM {{rejects}}
         GROUP BY line
     ),

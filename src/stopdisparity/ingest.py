@@ -190,7 +190,12 @@ def checked_columns(columns: Sequence[Column]) -> str:
         for i, (c, ref) in enumerate(zip(columns, refs, strict=True), start=1)
         if (cond := failure_condition(ref, c)) is not None
     ]
-    fail = f"CASE WHEN list_value({', '.join(refs)}) = $header THEN 0 {' '.join(cases)} END"
+    # a repeated header: every field equals its column name (a concatenated export's header may
+    # carry its own byte-order mark); field by field, without building a list per row
+    header = " AND ".join(
+        f"{f'ltrim({ref}, chr(65279))' if i == 1 else ref} = $header[{i}]" for i, ref in enumerate(refs, 1)
+    )
+    fail = f"CASE WHEN {header} THEN 0 {' '.join(cases)} END"
     typed = [
         f"{cast_expression(ref, c.kind)} AS {quote_identifier(c.name)}"
         for c, ref in zip(columns, refs, strict=True)
