@@ -210,6 +210,34 @@ def summary(
         )
 
 
+@app.command()
+def quality(
+    store: Annotated[Path, typer.Option("--store", help="Store directory.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document to stdout.")] = False,
+) -> None:
+    """Data-quality flags per source: rows kept but implausible, with their share of stored rows."""
+    import math
+
+    from stopdisparity.quality import FLAGS, quality_table
+    from stopdisparity.store import open_store
+
+    try:
+        table = quality_table(open_store(store).manifest())
+    except StopDisparityError as e:
+        raise _fail(e) from e
+    if as_json:
+        rows = [
+            r | {"share": None if r["share"] is None or math.isnan(r["share"]) else r["share"]}
+            for r in table.to_dicts()
+        ]
+        _emit_json({"store": str(store), "flags": dict(FLAGS), "sources": rows})
+        return
+    _print_frame(
+        table.with_columns(pl.col("share").round(6)),
+        title=f"Data-quality flags (rows kept) — {store}; NA: the source lacks the flag's columns",
+    )
+
+
 def _race_pair_option(value: str, option: str = "--race-pair") -> tuple[str, str]:
     """'focal,reference' -> (focal, reference), or a clear error naming the option."""
     pair = tuple(r.strip() for r in value.split(","))

@@ -98,6 +98,8 @@ class SourceReport:
     extra_columns: list[str] = field(default_factory=list)
     skipped_members: list[str] = field(default_factory=list)  # non-CSV members of the source's archive
     same_file_as: list[str] = field(default_factory=list)  # other sources with the same sha256
+    #: data-quality flags of the stored rows (:data:`stopdisparity.quality.FLAGS`); None: not checkable
+    quality: dict[str, int | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -555,6 +557,7 @@ def _stage_source(
         ),
     )
     crashpoint("after_stage_stops")
+    quality = _count_quality(con, table, [c.name for c in columns], source.state)
     quarantine_out = tx.dir / "quarantine" / f"{key}.parquet"
     quarantine_out.parent.mkdir(parents=True, exist_ok=True)
     run_query(
@@ -595,8 +598,22 @@ def _stage_source(
         unresolved_counties=unresolved,
         extra_columns=[c.name for c in columns if c.kind == "extra"],
         skipped_members=list(source.skipped),
+        quality=quality,
     )
     return _Staged(report, parts, quarantine_out if quarantined else None, [c.name for c in columns])
+
+
+def _count_quality(
+    con: duckdb.DuckDBPyConnection, table: str, columns: Sequence[str], state: str
+) -> dict[str, int | None]:
+    """Count the data-quality flags of a source's stored rows in DuckDB (see :mod:`quality`)."""
+    from stopdisparity.quality import FLAGS, quality_inputs
+
+    params, fragments = quality_inputs(columns, state)
+    _, *counts = run_query(
+        con, "count_quality_flags", params, fragments={"table": table} | fragments
+    ).fetchone()  # type: ignore[misc]
+    return dict(zip(FLAGS, counts, strict=True))
 
 
 def _fail_message(column: Column) -> str:
@@ -805,6 +822,7 @@ def _run(
                 "rows_quarantined": r.rows_quarantined,
                 "quarantine_reasons": r.quarantine_reasons,
                 "rows_without_county": r.rows_without_county,
+                "quality": r.quality,
                 "unresolved_counties": r.unresolved_counties,
                 "columns": staged.columns,
                 "parts": published,
