@@ -4,7 +4,8 @@ Target: Callaway–Sant'Anna with 999 bootstrap draws < 30 s on the store's coun
 estimator's time is printed: the panel build (county x month, the troopers of both states), then
 each estimator of ``did --estimator`` on it — cohorts by calendar year of adoption (the default:
 the panel is summed to years) and, for Callaway–Sant'Anna, also with the panel's own months as
-cohorts (every adoption month its own cohort, the stress case). The store is built once and cached
+cohorts (every adoption month its own cohort, the stress case, on the empirical log odds so that no
+county-month without stops drops a county). Each time is the fit and its tidy table. The store is built once and cached
 under --workdir (shared with bench/models.py); the analysis runs in a fresh subprocess (one BLAS
 thread) whose peak RSS is sampled. Results go to ``<workdir>/staggered.json``.
 
@@ -36,23 +37,21 @@ from stopdisparity.models.staggered import fit_staggered_race, race_unit_panel
 spec = PanelSpec(agencies=("NC State Highway Patrol", "SC Highway Patrol"), period="month")
 panel = step("panel", lambda: build_panel(sys.argv[1], spec)).frame
 step("race_unit_panel_year", lambda: race_unit_panel(panel))
-fits = {}
-for est, opts in (
-    ("etwfe", {}),
-    ("callaway-santanna", {"n_boot": 999, "seed": 1}),
-    ("sun-abraham", {}),
-    ("bjs", {}),
-    ("bacon", {}),
-    ("twfe-weights", {}),
-):
-    fits[est] = step(est, lambda: fit_staggered_race(panel, estimator=est, **opts))
-fits["cs_months"] = step("callaway-santanna_month_cohorts", lambda: fit_staggered_race(
-    panel, estimator="callaway-santanna", cohort="period", n_boot=999, seed=1))
 heads = {}
-for name, res in fits.items():
-    row = res.tidy().row(0, named=True)
+for name, opts in (
+    ("etwfe", {"estimator": "etwfe"}),
+    ("callaway-santanna", {"estimator": "callaway-santanna", "n_boot": 999, "seed": 1}),
+    ("sun-abraham", {"estimator": "sun-abraham"}),
+    ("bjs", {"estimator": "bjs"}),
+    ("bacon", {"estimator": "bacon"}),
+    ("twfe-weights", {"estimator": "twfe-weights"}),
+    ("callaway-santanna_month_cohorts", {"estimator": "callaway-santanna", "cohort": "period",
+                                         "scale": "logodds", "n_boot": 999, "seed": 1}),
+):
+    tidy = step(name, lambda: fit_staggered_race(panel, **opts).tidy())  # the fit and its table
+    row = tidy.row(0, named=True)
     heads[name] = {"term": row["term"], "estimate": row["estimate"], "std_error": row["std_error"],
-                   "rows": res.tidy().height}
+                   "rows": tidy.height}
 out |= {"cells": panel.height, "stops": int(panel["stops"].sum()), "first_rows": heads}
 print(json.dumps(out))
 """
