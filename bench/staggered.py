@@ -52,11 +52,22 @@ for name, opts in (
     row = tidy.row(0, named=True)
     heads[name] = {"term": row["term"], "estimate": row["estimate"], "std_error": row["std_error"],
                    "rows": tidy.height}
+# the stress case of issue 6: every county its own cohort - 100 of the 146 counties adopting in random
+# months (design M-like), county x month, 999 draws
+from stopdisparity.synth import SynthSpec, cells
+rand = cells(SynthSpec(design="random", n_treated=100), seed=1, rows=20_000_000)
+rand = rand.filter(rand["agency"] == "state_patrol")
+tidy = step("callaway-santanna_100_month_cohorts", lambda: fit_staggered_race(
+    rand, estimator="callaway-santanna", cohort="period", scale="logodds", n_boot=999, seed=1).tidy())
+heads["callaway-santanna_100_month_cohorts"] = {"term": "rows", "estimate": float(tidy.height),
+    "std_error": None, "rows": tidy.height,
+    "cohorts": int(rand.filter(rand["first_treated"] > 0)["first_treated"].n_unique())}
 out |= {"cells": panel.height, "stops": int(panel["stops"].sum()), "first_rows": heads}
 print(json.dumps(out))
 """
 
 STEPS = (
+    "callaway-santanna_100_month_cohorts",
     "panel",
     "race_unit_panel_year",
     "etwfe",
@@ -100,6 +111,7 @@ def main() -> None:
     for key, label in (
         ("callaway-santanna", "year cohorts (default)"),
         ("callaway-santanna_month_cohorts", "month cohorts"),
+        ("callaway-santanna_100_month_cohorts", "100 counties adopting in random months"),
     ):
         cs = best[key]
         print(
