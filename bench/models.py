@@ -82,18 +82,23 @@ def main() -> None:
     runs = []
     for i in range(args.repeat):
         mode = "p" if args.skip_ri_ci or i > 0 else "ci"  # the RI interval once: it is the slow step
+        load_before = os.getloadavg()[0]
         _, peak, stdout, stderr, code = run_measured(
             [sys.executable, "-c", RUNNER, str(store), mode], env=env
         )
         if code != 0:
             raise SystemExit(stderr[-3000:])
-        runs.append(json.loads(stdout.strip().splitlines()[-1]) | {"peak_rss_mb": peak})
+        load = [round(load_before, 2), round(os.getloadavg()[0], 2)]  # the machine may be shared
+        runs.append(
+            json.loads(stdout.strip().splitlines()[-1]) | {"peak_rss_mb": peak, "load_avg_1min": load}
+        )
     best = {k: min(r[k] for r in runs if k in r) for k in STEPS if any(k in r for r in runs)}
     first = runs[0]
     print(
         f"store: {first['stops']:,} stops, county x month panel {first['cells']:,} cells, "
         f"G1 = {first['n_treated_clusters']}; import {first['import']:.2f} s; best of {args.repeat} "
-        f"(RI interval: one run); peak RSS {max(r['peak_rss_mb'] for r in runs):.0f} MB"
+        f"(RI interval: one run); peak RSS {max(r['peak_rss_mb'] for r in runs):.0f} MB; 1-min load average "
+        f"before/after each run {[r['load_avg_1min'] for r in runs]} on {os.cpu_count()} CPUs"
     )
     for k, v in best.items():
         print(f"  {k:<24} {v:8.2f} s")

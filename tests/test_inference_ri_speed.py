@@ -105,13 +105,13 @@ def test_warm_refits_equal_cold_and_statsmodels(logit: DidResult) -> None:
 def test_warm_start_cuts_chord_steps(logit: DidResult, monkeypatch: pytest.MonkeyPatch) -> None:
     """At a trial value next to an evaluated one, the refits take far fewer steps than from cold."""
     steps = {"n": 0}
-    mean = inf._mean
+    colmax = inf._abs_colmax
 
-    def counted(family: str, eta: np.ndarray) -> np.ndarray:
-        steps["n"] += eta.shape[1] if eta.ndim == 2 else 1
-        return mean(family, eta)
+    def counted(a: np.ndarray) -> np.ndarray:  # once per chord step, twice per residual step
+        steps["n"] += a.shape[1]
+        return colmax(a)
 
-    monkeypatch.setattr(inf, "_mean", counted)
+    monkeypatch.setattr(inf, "_abs_colmax", counted)
     ri = _glm_ri(logit)
     ri._perm(0, 0.25)
     cold = steps["n"]
@@ -122,8 +122,12 @@ def test_warm_start_cuts_chord_steps(logit: DidResult, monkeypatch: pytest.Monke
     ri._perm(0, 0.25 + 2e-4)  # on the line through the states at 0.25 and 0.2501
     two = steps["n"]
     steps["n"] = 0
+    ri._perm(0, 0.25 + 1.5e-4)  # on the parabola through the three states
+    three = steps["n"]
+    steps["n"] = 0
     _cold(ri, 0.25 + 3e-4)
-    assert two <= 0.5 * cold and one <= 0.8 * cold and steps["n"] >= 0.9 * cold
+    print(cold, one, two, three, steps["n"])
+    assert three <= 0.5 * cold and two <= 0.5 * cold and one <= 0.8 * cold and steps["n"] >= 0.9 * cold
 
 
 def _cold_path(monkeypatch: pytest.MonkeyPatch) -> None:

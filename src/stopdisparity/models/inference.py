@@ -89,10 +89,12 @@ in the chord projection (:func:`_glm_perm`). The attached :class:`Inference` nam
 Speed (NC + SC county × month synth panel, 25,760 cells, G = 146, G₁ = 13, one BLAS thread, CPU
 seconds on a busy machine): score bootstrap 999 draws 0.1 s (p) / 1.7 s (p and interval, ~40
 restricted fits); wild bootstrap 999 draws with interval 1.0 s; RI 999 permutations, linear with
-interval 2.0 s, logit p only 11 s (chord-method refits, 128 assignments per block; 21 s before
-converged columns left the block) and p with interval 82 s (9 evaluations of all 999 refits by
-:func:`_invert_ri`; 456 s with bisection to 0.001 SE before); CR3 of the logit 21 s (146
-refits). Count model (twfe-poisson, both races, 51,648 rows): CR3 27 s; score bootstrap 0.3 s (p) /
+interval 2.0 s, logit p only 5.6 s (chord-method refits, 32 assignments per block; 11 s with
+blocks of 128, 21 s before converged columns left the block) and p with interval 36 s (bench/models.py,
+load average 1.9; 9 evaluations of all 999 refits by :func:`_invert_ri`, each after the first
+warm-started from the refits at the trial values already evaluated, :class:`_GlmRI`; 81-83 s
+without warm starts, 456 s with bisection to 0.001 SE); CR3 of the logit 21 s (146 refits). Count
+model (twfe-poisson, both races, 51,648 rows): CR3 27 s; score bootstrap 0.3 s (p) /
 6.3 s (with intervals); RI p only 40 s (four Poisson refit sets: each race, and both races under the
 difference's null), with the three rows' intervals 375 s. With several BLAS threads competing for
 busy cores, small LAPACK calls slow the refits about tenfold; ``threadpoolctl``, when installed, is
@@ -1467,18 +1469,20 @@ def _glm_perm(
     by :math:`\max|w/w_0-1|`, which differs between columns (on the NC + SC panel the median column
     converges in about 6 steps, the slowest in 10), so converged columns leave the block at once
     instead of waiting for the slowest. Blocks of 32 assignments keep the working arrays near the
-    cache (128 took a third longer). Columns that have not converged after ``_CHORD_MAX`` steps
-    are refitted by :func:`~stopdisparity.models._fe.fit_glm`. The influence is :math:`s_g/H`
-    (:func:`~stopdisparity.models._fe.cluster_influence`); assignments that leave :math:`D_k`
-    collinear with the fixed effects give NaN.
+    cache (128 took a third longer; 8 and 16 about as long as 32). Columns that have not converged
+    after ``_CHORD_MAX`` steps are refitted by :func:`~stopdisparity.models._fe.fit_glm`. The
+    influence is :math:`s_g/H` (:func:`~stopdisparity.models._fe.cluster_influence`); assignments
+    that leave :math:`D_k` collinear with the fixed effects give NaN.
 
     Warm starts (no covariates): the fits are tracked as coefficients on the dummies (:func:`_fe_coef`)
     and returned as a :data:`_PermState`; given ``warm`` (the states of earlier trial values, carried
     to this one by :class:`_GlmRI`), the chord iteration of assignment k starts at
     :math:`\eta_0 + Fa_k + \beta_kD_k` and the residual iteration at :math:`D_k - Fc_k` instead of at the
     restricted fit and :math:`M_0D_k`. The fixed points, hence the results (to the iteration
-    tolerance), do not depend on the start; only the number of steps does (the interval's trial
-    values lie close together, so most columns need two or three steps instead of six to ten).
+    tolerance), do not depend on the start; only the number of steps does (on the NC + SC panel
+    about 7.6 chord steps per column from the restricted fit; 6 to 7 at the first trial values, which
+    lie far from the evaluated ones; 1 to 3 next to evaluated ones, where :func:`_invert_ri` closes
+    its brackets).
 
     Covariates (the design's ``x``) are free in every fit: the restricted fit has them beside the
     fixed effects, and :math:`M_0` becomes the projection off the dummies and :math:`x` under
@@ -1530,6 +1534,20 @@ def _glm_perm(
 
     y, prior = des.y[:, None], des.prior[:, None]
     prior_w0 = (des.prior / w0)[:, None]
+    y_w0 = des.y[:, None] * prior_w0
+
+    def working(eta: np.ndarray) -> np.ndarray:
+        """The working residual (y - μ)·prior/w₀, in four passes over the block."""
+        with np.errstate(over="ignore"):
+            if des.family == "binomial":
+                z = np.exp(-eta)
+                z += 1.0
+                np.divide(prior_w0, z, out=z)  # prior/w0 · μ
+            else:
+                z = np.exp(eta)
+                z *= prior_w0
+        return np.subtract(y_w0, z, out=z)
+
     ind = des.indicator
     n_a = asg.assign.shape[0]
     beta_out = np.full(n_a, np.nan)
@@ -1577,9 +1595,7 @@ def _glm_perm(
         act, acc = np.arange(b), np.zeros((n_coef, b) if track else (0, b))
         dt, wdt, h = dt0, w0[:, None] * dt0, h0
         for _ in range(_CHORD_MAX):
-            z = _mean(des.family, eta)
-            np.subtract(y, z, out=z)
-            z *= prior_w0
+            z = working(eta)
             db = np.einsum("ij,ij->j", wdt, z) / h
             step, c = project(z)
             step += dt * db[None, :]
@@ -1708,7 +1724,8 @@ class _GlmRI:
     exactly :math:`(\hat\beta - \beta_0)/\text{SE}`. Refits are cached per (design, θ_j), so rows
     that share a null (the races at β₀ = 0) are computed once. Each refit set is also kept as
     coefficients (``states``, a few MB) and warm-starts the refits at later trial values: from the
-    state at the nearest θ, or the line through the two nearest (:meth:`_warm`).
+    state at the nearest θ, or the parabola through the three nearest (the line through two when θ is
+    far outside them) (:meth:`_warm`).
     """
 
     designs: tuple[_Design, ...]
@@ -1719,15 +1736,18 @@ class _GlmRI:
     states: dict[int, list[tuple[float, _PermState]]] = dataclasses.field(default_factory=dict)
 
     def _warm(self, j: int, theta: float) -> _PermState | None:
-        """Design j's refits carried to θ: linear in θ through the two stored states nearest to it."""
-        near = sorted(self.states.get(j, []), key=lambda s: abs(s[0] - theta))[:2]
+        """Design j's refits carried to θ: interpolated in θ through the stored states nearest to it."""
+        near = sorted(self.states.get(j, []), key=lambda s: abs(s[0] - theta))[:3]
         if not near:
             return None
-        if len(near) == 1:
+        if len(near) == 1 or near[0][0] == theta:
             return near[0][1]
-        (t1, s1), (t2, s2) = near
-        lam = (theta - t1) / (t2 - t1)
-        return (s1[0] + lam * (s2[0] - s1[0]), s1[1] + lam * (s2[1] - s1[1]), s1[2] + lam * (s2[2] - s1[2]))
+        xs = np.array([s[0] for s in near])
+        if len(near) == 3 and abs(xs[0] - theta) > 0.5 * (xs.max() - xs.min()):
+            near, xs = near[:2], xs[:2]  # far outside the three: along the line through the nearest two
+        lam = _lagrange(xs, theta)
+        fe, beta, resid = (sum(c * s[1][part] for c, s in zip(lam, near, strict=True)) for part in range(3))
+        return (np.asarray(fe), np.asarray(beta), np.asarray(resid))
 
     def _perm(self, j: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
         key = (j, float(theta))
@@ -1743,11 +1763,9 @@ class _GlmRI:
                 warm=self._warm(j, float(theta)),
             )
             self.cache[key] = (b, f)
-            if state is not None:
-                kept = self.states.setdefault(j, [])
-                if len(kept) >= 12:
-                    kept.pop(0)
-                kept.append((float(theta), state))
+            if state is not None:  # the last 8 trial values (a few MB each), one state per value
+                kept = [s for s in self.states.get(j, []) if s[0] != float(theta)][-7:]
+                self.states[j] = [*kept, (float(theta), state)]
         return self.cache[key]
 
     def t_star(self, i: int, beta0: float) -> np.ndarray:
