@@ -90,10 +90,11 @@ Speed (NC + SC county × month synth panel, 25,760 cells, G = 146, G₁ = 13, on
 seconds on a busy machine): score bootstrap 999 draws 0.1 s (p) / 1.7 s (p and interval, ~40
 restricted fits); wild bootstrap 999 draws with interval 1.0 s; RI 999 permutations, linear with
 interval 2.0 s, logit p only 5.6 s (chord-method refits, 32 assignments per block; 11 s with
-blocks of 128, 21 s before converged columns left the block) and p with interval 36 s (bench/models.py,
-load average 1.9; 9 evaluations of all 999 refits by :func:`_invert_ri`, each after the first
-warm-started from the refits at the trial values already evaluated, :class:`_GlmRI`; 81-83 s
-without warm starts, 456 s with bisection to 0.001 SE); CR3 of the logit 21 s (146 refits). Count
+blocks of 128, 21 s before converged columns left the block) and p with interval 36 s
+(bench/models.py, 1-min load average 1.9 on 2 CPUs; 62 s at load 7.3; 9 evaluations of all 999
+refits by :func:`_invert_ri`, each after the first warm-started from the refits at the trial
+values already evaluated, :class:`_GlmRI`; 81-83 s without warm starts, 456 s with bisection to
+0.001 SE); CR3 of the logit 21 s (146 refits). Count
 model (twfe-poisson, both races, 51,648 rows): CR3 27 s; score bootstrap 0.3 s (p) /
 6.3 s (with intervals); RI p only 40 s (four Poisson refit sets: each race, and both races under the
 difference's null), with the three rows' intervals 375 s. With several BLAS threads competing for
