@@ -4,7 +4,7 @@
 --          Records that are broken as CSV (field count, quoting, encoding, over-long lines) go to
 --          the rejects table instead. The table's rowid is the order of the parsed records.
 -- input: a CSV file, .csv.gz, or a named pipe carrying a zip member's bytes, at $path
--- params: $path VARCHAR, $columns STRUCT (column name -> 'VARCHAR', in header order), $rejects_table VARCHAR, $rejects_scan VARCHAR, $max_line_size BIGINT, $encoding VARCHAR, $compression VARCHAR
+-- params: $path VARCHAR, $columns STRUCT (column name -> 'VARCHAR', in header order), $rejects_table VARCHAR, $rejects_scan VARCHAR, $max_line_size BIGINT, $buffer_size BIGINT, $encoding VARCHAR, $compression VARCHAR
 -- fragment params: $header VARCHAR[], $vocabularies MAP(VARCHAR, VARCHAR[])
 -- fragments: table, checked_columns
 -- grain: one row per structurally valid record, in file order
@@ -23,6 +23,7 @@ FROM read_csv(
     rejects_table = $rejects_table,
     rejects_scan = $rejects_scan,
     max_line_size = $max_line_size,
+    buffer_size = $buffer_size,
     encoding = $encoding,
     compression = $compression
 ) AS p

@@ -46,7 +46,6 @@ from stopdisparity.readers import (
     Feeder,
     RecordCount,
     Source,
-    count_records,
     discover,
     parse_header,
     sha256_file,
@@ -75,9 +74,14 @@ from stopdisparity.store import (
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_LINE_SIZE = 2_097_152
+#: Least buffer in which DuckDB reads a source (bytes).
+PARSE_BUFFER = 8 << 20
 
-#: Progress callback: (source name, bytes done, bytes total or None).
+#: Progress callback: (source name, input bytes consumed, bytes total or None). Input bytes are those
+#: of the file on disk (compressed bytes for .csv.gz, the member's bytes for a zip member).
 ProgressFn = Callable[[str, int, int | None], None]
+#: Seconds between progress reports while a source is read (only when the count has grown).
+PROGRESS_INTERVAL = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,69 +289,40 @@ def _parse_csv(
     max_line_size: int,
     progress: ProgressFn | None,
 ) -> tuple[list[Column], RecordCount]:
-    """Parse a CSV source into table parsed_{index}; count its records independently meanwhile."""
-    total: int | None = source.path.stat().st_size
+    """Parse a CSV source into table parsed_{index}; count its records independently meanwhile.
+
+    Every text source (.csv, .csv.gz, a zip member) reaches DuckDB through a named pipe fed by a
+    :class:`Feeder`, which decompresses once and counts records on the same bytes: the input is
+    read once, a zip member never touches the disk, and the bytes DuckDB has consumed are known
+    exactly, which drives ``progress``.
+    """
     if source.kind == "csv.zip":
         import zipfile
 
         with zipfile.ZipFile(source.path) as zf:
-            total = zf.getinfo(source.member or "").file_size
-        fifo = tx.dir / f"pipe_{index}"
-        os.mkfifo(fifo)
-        feeder = Feeder(source, fifo)
-        read_path, compression = str(fifo), "none"
-        # the header is needed before DuckDB starts: read it from a separate short stream
-        header = _read_header(source)
-        columns = _classify(parse_header(source, header, encoding), source)
-        feeder.start()
-        _watch(feeder, source.name, total, progress)
-        if crash_enabled():  # test hook: die once DuckDB is reading the member
-            threading.Thread(target=_crash_while_feeding, args=(feeder,), daemon=True).start()
-        try:
-            _run_parse(con, index, read_path, columns, compression, encoding, max_line_size, source)
-        except IngestError as e:
-            _drain(fifo, feeder)
-            if isinstance(feeder.error, IngestError):  # a corrupt stream explains DuckDB's error
-                raise feeder.error from e
-            raise
-        finally:
-            _drain(fifo, feeder)
-        count = feeder.join()
-    else:
-        header = _read_header(source)
-        columns = _classify(parse_header(source, header, encoding), source)
-        result: dict[str, RecordCount | BaseException] = {}
-
-        def _count() -> None:
-            try:
-                report = None if progress is None else (lambda done: progress(source.name, done, total))
-                if crash_enabled():  # test hook: die while DuckDB parses the file
-
-                    def report(done: int, report: Callable[[int], None] | None = report) -> None:
-                        crashpoint("parse")
-                        if report is not None:
-                            report(done)
-
-                result["count"] = count_records(source, on_bytes=report)
-            except BaseException as e:
-                result["error"] = e
-
-        counter = threading.Thread(target=_count, daemon=True)
-        counter.start()
-        compression = "gzip" if source.kind == "csv.gz" else "none"
-        try:
-            _run_parse(con, index, str(source.path), columns, compression, encoding, max_line_size, source)
-        except IngestError as e:
-            counter.join()
-            if isinstance(result.get("error"), IngestError):  # a corrupt stream explains DuckDB's error
-                raise result["error"] from e
-            raise
-        counter.join()
-        if isinstance(result.get("error"), IngestError):
-            raise result["error"]
-        if "error" in result:
-            raise IngestError(f"{source.label}: counting records failed: {result['error']}")
-        count = result["count"]  # type: ignore[assignment]
+            total: int | None = zf.getinfo(source.member or "").file_size
+    else:  # .csv.gz: progress counts the compressed bytes consumed, out of the file's size
+        total = source.path.stat().st_size
+    fifo = tx.dir / f"pipe_{index}"
+    os.mkfifo(fifo)
+    feeder = Feeder(source, fifo)
+    # the header is needed before DuckDB starts: read it from a separate short stream
+    header = _read_header(source)
+    columns = _classify(parse_header(source, header, encoding), source)
+    feeder.start()
+    _watch(feeder, source.name, total, progress)
+    if crash_enabled():  # test hook: die once DuckDB is reading the source
+        threading.Thread(target=_crash_while_feeding, args=(feeder,), daemon=True).start()
+    try:
+        _run_parse(con, index, str(fifo), columns, "none", encoding, max_line_size, source)
+    except IngestError as e:
+        _drain(fifo, feeder)
+        if isinstance(feeder.error, IngestError):  # a corrupt stream explains DuckDB's error
+            raise feeder.error from e
+        raise
+    finally:
+        _drain(fifo, feeder)
+    count = feeder.join()
     if count.unterminated_quote:
         log.warning("%s: the file ends inside a quoted field", source.label)
     return columns, count  # type: ignore[return-value]
@@ -362,16 +337,22 @@ def _classify(names: Sequence[str], source: Source) -> list[Column]:
 
 
 def _watch(feeder: Feeder, name: str, total: int | None, progress: ProgressFn | None) -> None:
+    """Report the input bytes the parser has consumed, every :data:`PROGRESS_INTERVAL` s while it grows."""
     if progress is None:
         return
 
     def loop() -> None:
+        last = -1
         while feeder._thread.is_alive():
-            progress(name, feeder.bytes_out, total)
-            feeder._thread.join(0.5)
-        progress(name, feeder.bytes_out, total)
+            done = feeder.bytes_in
+            if done > last:
+                progress(name, done, total)
+                last = done
+            feeder._thread.join(PROGRESS_INTERVAL)
+        if feeder.bytes_in > last:
+            progress(name, feeder.bytes_in, total)
 
-    threading.Thread(target=loop, daemon=True).start()
+    threading.Thread(target=loop, name=f"progress:{name}", daemon=True).start()
 
 
 def _crash_while_feeding(feeder: Feeder) -> None:
@@ -423,6 +404,9 @@ def _run_parse(
                 "rejects_table": f"rejects_{index}",
                 "rejects_scan": f"rejects_scan_{index}",
                 "max_line_size": max_line_size,
+                # read the pipe in 8 MiB buffers (DuckDB's default is 16 x max_line_size = 32 MiB),
+                # so the bytes it has consumed track its parsing closely (progress)
+                "buffer_size": max(PARSE_BUFFER, 2 * max_line_size),
                 "encoding": encoding,
                 "compression": compression,
             }

@@ -30,6 +30,8 @@ from stopdisparity.schema import US_STATES
 
 SourceKind = Literal["csv", "csv.gz", "csv.zip", "parquet"]
 CHUNK = 8 << 20
+#: Bytes a Feeder hands to the parser at a time (the grain of its progress).
+FEED_CHUNK = 1 << 20
 _OPP_NAME = re.compile(r"^(?P<state>[a-z]{2})_(?P<place>[a-z0-9_]+?)_(?P<date>\d{4}_\d{2}_\d{2})\b")
 _QUOTE, _NEWLINE, _COMMA, _CARRIAGE = 34, 10, 44, 13
 
@@ -379,8 +381,11 @@ def parse_header(source: Source, header: bytes, encoding: str = "utf-8") -> list
 class Feeder:
     """Streams a source's decompressed bytes into a named pipe for DuckDB, counting records as it goes.
 
-    One pass over the archive does both jobs, so a zip member is never decompressed to disk and the
-    count stays independent of DuckDB's parser.
+    One pass over the input does both jobs, so the file is read (and decompressed) once, a zip member
+    is never written to disk, and the count stays independent of DuckDB's parser. ``bytes_in`` is the
+    input consumed so far (bytes of the file on disk for .csv and .csv.gz, of the member for a zip
+    member); it advances by at most :data:`FEED_CHUNK` decompressed bytes at a time, each written
+    to the pipe only as fast as DuckDB reads it, so it measures the parser's progress.
     """
 
     def __init__(self, source: Source, fifo: Path) -> None:
@@ -388,7 +393,8 @@ class Feeder:
         self.fifo = fifo
         self.counter = RecordCounter()
         self.error: BaseException | None = None
-        self.bytes_out = 0
+        self.bytes_out = 0  # decompressed bytes written to the pipe
+        self.bytes_in = 0  # input bytes consumed (see the class docstring)
         self._thread = threading.Thread(target=self._run, name=f"feed:{source.name}", daemon=True)
 
     def start(self) -> Feeder:
@@ -396,15 +402,34 @@ class Feeder:
         self._thread.start()
         return self
 
+    @contextmanager
+    def _open(self) -> Iterator[tuple[BinaryIO, Callable[[], int]]]:
+        """The decompressed stream and a function giving the input bytes consumed so far."""
+        if self.source.kind == "csv.zip":
+            with open_decompressed(self.source) as f:
+                yield f, lambda: self.bytes_out
+            return
+        if self.source.kind == "csv.gz":
+            with (
+                stream_errors(self.source),
+                self.source.path.open("rb") as raw,
+                gzip.GzipFile(fileobj=raw) as gz,
+            ):
+                yield gz, raw.tell  # type: ignore[misc]
+            return
+        with self.source.path.open("rb") as raw:
+            yield raw, raw.tell
+
     def _run(self) -> None:
         try:
-            with open_decompressed(self.source) as src:
+            with self._open() as (src, consumed):
                 fd = os.open(self.fifo, os.O_WRONLY)
                 with os.fdopen(fd, "wb", buffering=0) as out:
-                    while chunk := src.read(CHUNK):
+                    while chunk := src.read(FEED_CHUNK):
                         self.counter.update(chunk)
                         out.write(chunk)
                         self.bytes_out += len(chunk)
+                        self.bytes_in = consumed()
         except BrokenPipeError as e:  # the reader stopped early; it reports its own error
             self.error = e
         except BaseException as e:

@@ -1,0 +1,89 @@
+"""Ingest progress (issue 7 §4): the callback advances from the input bytes the parser has consumed.
+
+A fake sink records every call on a 200k-row OPP file in each text format: the reports are many
+(not one per file), strictly increasing, never beyond the total, end at the total (the whole file
+was consumed), and come at least once a second while the file is read.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from stopdisparity.ingest import PROGRESS_INTERVAL, ingest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from opp_files import COLUMNS, opp_name, write_text
+
+ROWS = 200_000
+HEADER = ",".join(COLUMNS) + "\n"
+
+
+def big_text(rows: int = ROWS) -> str:
+    """``rows`` valid records with every column of ``opp_files.COLUMNS`` (about 250 bytes each, as OPP's
+    statewide files), varied enough that compression cannot shrink them away."""
+    races = ("white", "black", "hispanic", "asian/pacific islander", "other", "unknown")
+    bases = ("k9", "plain view", "consent", "probable cause", "other")
+    body = "".join(
+        f"{i},2017-{1 + i % 12:02d}-{1 + i % 28:02d},{i % 24:02d}:{i % 60:02d}:{(i * 7) % 60:02d},"
+        f"{i * 7919 % 100000} Main St,{35 + (i % 997) / 1000:.3f},{-79 - (i % 991) / 1000:.3f},"
+        f"Wake County,D{i % 9},{16 + i % 70},{races[i % 6]},{('male', 'female')[i % 2]},"
+        f"{i * 2654435761 % 2**40:010x},NC State Highway Patrol,vehicular,Speeding|Seat Belt,"
+        f"{b[i % 2]},{b[i % 3 == 0]},{b[i % 5 == 0]},citation,{b[i % 7 == 0]},{b[i % 11 == 0]},"
+        f"{b[i % 13 == 0]},{bases[i % 5] if i % 13 == 0 else 'NA'},Speed Limit Violation,Toyota,"
+        f"{1990 + i % 30},W,note {i * 104729 % 1000003},A{i % 1000:03d}\n"
+        for i in range(1, rows + 1)
+        for b in [("FALSE", "TRUE")]
+    )
+    return HEADER + body
+
+
+@pytest.fixture(scope="module")
+def text() -> str:
+    return big_text()
+
+
+@pytest.mark.parametrize("fmt", ["csv", "csv.gz", "csv.zip"])
+def test_progress_advances_from_bytes_consumed(tmp_path: Path, text: str, fmt: str) -> None:
+    path = write_text(tmp_path / opp_name(fmt), text)
+    calls: list[tuple[float, str, int, int | None]] = []
+
+    def sink(name: str, done: int, total: int | None) -> None:
+        calls.append((time.monotonic(), name, done, total))
+
+    [f] = ingest([path], tmp_path / "store", progress=sink).files
+    assert (f.rows_read, f.rows_stored) == (ROWS, ROWS)
+    assert {c[1] for c in calls} == {path.name}
+    done = [c[2] for c in calls]
+    total = calls[0][3]
+    expected_total = len(text.encode()) if fmt == "csv.zip" else path.stat().st_size
+    assert total == expected_total and {c[3] for c in calls} == {total}
+    assert len([d for d in done if d > 0]) >= 3, calls
+    assert all(a < b for a, b in itertools.pairwise(done)), done  # strictly increasing
+    assert done[-1] == total  # the whole input was consumed
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(calls)]
+    assert max(gaps) < 1.0, gaps  # at least once a second while the input is read
+
+
+def test_no_callback_means_no_reports_and_the_same_result(tmp_path: Path) -> None:
+    """Quiet: without a callback nothing reports; the store is the same as with one."""
+    text = big_text(2_000)
+    path = write_text(tmp_path / opp_name("csv.gz"), text)
+    a = ingest([path], tmp_path / "a").files[0]
+    b = ingest([path], tmp_path / "b", progress=lambda *_: None).files[0]
+    assert (a.rows_read, a.rows_stored, a.sha256) == (b.rows_read, b.rows_stored, b.sha256)
+    assert PROGRESS_INTERVAL < 1.0
+
+
+def test_cli_quiet_prints_no_progress(tmp_path: Path) -> None:
+    from stopdisparity.cli import app
+
+    path = write_text(tmp_path / opp_name("csv"), big_text(2_000))
+    run = CliRunner().invoke(app, ["ingest", str(path), "--store", str(tmp_path / "s"), "--quiet"])
+    assert run.exit_code == 0, run.output
+    assert run.output == ""
