@@ -9,8 +9,15 @@ subprocess that reports its own peak RSS:
 - polars: scan_csv -> sink_parquet on the .csv
 - pandas: read_csv (1M-row chunks, pyarrow) -> Parquet on the .csv
 
-Usage: python bench/ingest.py [--rows 5000000 20000000] [--repeat 1] [--workdir bench/output]
-Prints one table and writes bench/output/ingest.json.
+Each figure is recorded with the 1-minute load average before and after the run (`os.getloadavg`):
+the machine is shared, and a figure taken under load is only comparable with one taken under the same
+load. For our ingest it also records the peak size of the store's `.staging/` directory (the spill
+part separately: DuckDB's temporary files) polled every 50 ms, and whether statsmodels, seaborn or
+matplotlib were imported by the end of the ingest (they must not be).
+
+Usage: python bench/ingest.py [--rows 5000000 20000000] [--repeat 3] [--workdir bench/output]
+       [--modes ours_zip ours_csv duckdb_raw polars pandas] [--memory-limit 2GB] [--threads N]
+Prints one table and writes WORKDIR/ingest.json.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import json
 import os
 import shutil
 import sys
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -32,13 +40,15 @@ HERE = Path(__file__).resolve().parent
 RUNNER = r"""
 import json, sys, time
 mode, src, out = sys.argv[1], sys.argv[2], sys.argv[3]
+extra = {}
 t0 = time.perf_counter()
 if mode == "ours":
     from stopdisparity.cli import app
     try:
-        app(["ingest", src, "--store", out, "--quiet", "--json", "--memory-limit", "2GB"], standalone_mode=False)
+        app(["ingest", src, "--store", out, "--quiet", "--json", *sys.argv[4:]], standalone_mode=False)
     except SystemExit:
         pass
+    extra["heavy_modules"] = sorted({m.split(".")[0] for m in sys.modules} & {"statsmodels", "seaborn", "matplotlib"})
 elif mode == "duckdb":
     import duckdb
     con = duckdb.connect(config={"memory_limit": "2GB"})
@@ -58,19 +68,69 @@ elif mode == "pandas":
             writer = pq.ParquetWriter(out, table.schema)
         writer.write_table(table)
     writer.close()
-print(json.dumps({"seconds": time.perf_counter() - t0}))
+print(json.dumps({"seconds": time.perf_counter() - t0} | extra))
 """
 
 
-def run(mode: str, src: Path, out: Path) -> dict:
+def _tree_size(path: Path) -> tuple[int, int]:
+    """(bytes under path, bytes under its spill/ directories), ignoring files that vanish meanwhile."""
+    total = spill = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                size = (Path(root) / name).stat().st_size
+            except OSError:
+                continue
+            total += size
+            if f"{os.sep}spill" in root:
+                spill += size
+    return total, spill
+
+
+class _StagingWatch:
+    """Polls the peak size of a store's .staging directory while an ingest runs."""
+
+    def __init__(self, store: Path) -> None:
+        self.staging = store / ".staging"
+        self.peak = self.peak_spill = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if self.staging.is_dir():
+                total, spill = _tree_size(self.staging)
+                self.peak, self.peak_spill = max(self.peak, total), max(self.peak_spill, spill)
+            time.sleep(0.05)
+
+    def __enter__(self) -> _StagingWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def run(mode: str, src: Path, out: Path, ours_args: list[str]) -> dict:
     if out.exists():
         shutil.rmtree(out) if out.is_dir() else out.unlink()
-    wall, peak, stdout, stderr, code = run_measured([sys.executable, "-c", RUNNER, mode, str(src), str(out)])
+    load_before = os.getloadavg()[0]
+    args = ours_args if mode == "ours" else []
+    with _StagingWatch(out) as watch:
+        wall, peak, stdout, stderr, code = run_measured(
+            [sys.executable, "-c", RUNNER, mode, str(src), str(out), *args]
+        )
     if code != 0:
         raise SystemExit(f"{mode} failed:\n{stderr[-3000:]}")
     result = json.loads(stdout.strip().splitlines()[-1])
     result["wall_seconds"] = wall  # includes interpreter and import start-up
     result["peak_rss_mb"] = peak  # the child's own peak RSS (psutil polling)
+    result["load_before_after"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+    if mode == "ours":
+        result["peak_staging_mb"] = round(watch.peak / 1e6, 1)
+        result["peak_spill_mb"] = round(watch.peak_spill / 1e6, 1)
+        result["options"] = args
     return result
 
 
@@ -81,7 +141,14 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[5_000_000, 20_000_000])
     parser.add_argument("--repeat", type=int, default=1, help="best of N runs per engine")
     parser.add_argument("--workdir", type=Path, default=HERE / "output")
+    parser.add_argument(
+        "--modes", nargs="+", default=["ours_zip", "ours_csv", "duckdb_raw", "polars", "pandas"]
+    )
+    parser.add_argument("--memory-limit", default=None, help="passed to our ingest (default: its own)")
+    parser.add_argument("--threads", default=None, help="passed to our ingest (default: all cores)")
     args = parser.parse_args()
+    ours_args = [] if args.memory_limit is None else ["--memory-limit", args.memory_limit]
+    ours_args += [] if args.threads is None else ["--threads", args.threads]
     args.workdir.mkdir(parents=True, exist_ok=True)
     from stopdisparity import synth
 
@@ -114,35 +181,43 @@ def main() -> None:
             ("polars", "polars", csv_path),
             ("pandas", "pandas", csv_path),
         ]
-        for label, mode, src in plan:
+        for label, mode, src in [p for p in plan if p[0] in args.modes]:
             best = None
             for _ in range(args.repeat):
                 out = args.workdir / f"out_{label}_{rows}"
                 if mode == "polars" or mode == "pandas":
                     out = out.with_suffix(".parquet")
-                r = run(mode, src, out)
+                r = run(mode, src, out, ours_args)
                 if best is None or r["wall_seconds"] < best["wall_seconds"]:
                     best = r
                 shutil.rmtree(out, ignore_errors=True) if out.is_dir() else out.unlink(missing_ok=True)
             row[label] = best
             print(
-                f"  {rows:>11,} rows  {label:<11} {best['wall_seconds']:7.1f} s  peak RSS {best['peak_rss_mb']:7.0f} MB",
+                f"  {rows:>11,} rows  {label:<11} {best['wall_seconds']:7.1f} s  peak RSS "
+                f"{best['peak_rss_mb']:7.0f} MB  load {best['load_before_after']}"
+                + (
+                    f"  staging peak {best['peak_staging_mb']:.0f} MB (spill {best['peak_spill_mb']:.0f})"
+                    f"  heavy modules {best['heavy_modules']}"
+                    if mode == "ours"
+                    else ""
+                ),
                 flush=True,
             )
         results.append(row)
 
-    print(
-        "\nrows        csv MB   ours(zip)  ours(csv)  duckdb raw  polars  pandas   ours/duckdb throughput  peak RSS ours MB"
-    )
+    print("\nrows: wall seconds (best of --repeat), and DuckDB raw / ours (throughput ratio, target >= 0.7)")
     for r in results:
-        ours, raw_ = r["ours_zip"]["wall_seconds"], r["duckdb_raw"]["wall_seconds"]
-        print(
-            f"{r['rows']:>11,} {r['csv_mb']:>7.0f} {ours:>9.1f}s {r['ours_csv']['wall_seconds']:>9.1f}s "
-            f"{raw_:>9.1f}s {r['polars']['wall_seconds']:>7.1f}s {r['pandas']['wall_seconds']:>7.1f}s "
-            f"{raw_ / ours:>12.2f} (zip) {raw_ / r['ours_csv']['wall_seconds']:.2f} (csv) "
-            f"{r['ours_zip']['peak_rss_mb']:>10.0f}"
-        )
-    (args.workdir / "ingest.json").write_text(json.dumps(results, indent=2))
+        raw_ = r.get("duckdb_raw", {}).get("wall_seconds")
+        parts = [f"{r['rows']:>11,} rows, csv {r['csv_mb']:.0f} MB:"]
+        for label in args.modes:
+            if label in r:
+                parts.append(f"{label} {r[label]['wall_seconds']:.1f}s")
+                if raw_ and label.startswith("ours"):
+                    parts.append(f"(ratio {raw_ / r[label]['wall_seconds']:.2f})")
+        print(" ".join(parts))
+    out_json = args.workdir / "ingest.json"
+    previous = json.loads(out_json.read_text()) if out_json.exists() else []
+    out_json.write_text(json.dumps(previous + results, indent=2))
     print(f"\nwritten: {args.workdir / 'ingest.json'}  (cpu count {os.cpu_count()})")
 
 

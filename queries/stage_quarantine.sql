@@ -1,19 +1,19 @@
 -- purpose: Write one source's rejected rows (failed checks, and records the CSV parser refused) to a
 --          quarantine Parquet file, each with its physical line, first failing column and reason.
--- input: the parsed table {{table}}; fail_codes(code, column_name, reason, message); the parser's
+-- input: the parsed source's Parquet file $parsed; fail_codes(code, column_name, reason, message); the parser's
 --        rejects table {{rejects}}; skip_offsets(threshold, k); line_offsets(threshold, extra)
--- params: $out VARCHAR, $source_file VARCHAR, $first_line INTEGER
--- fragments: table, rejects, skip_join, skipped_before
+-- params: $parsed VARCHAR, $out VARCHAR, $source_file VARCHAR, $first_line INTEGER
+-- fragments: rejects, skip_join, skipped_before
 -- grain: one row per rejected input row
 COPY (
     WITH failed AS (
         SELECT
-            c.rowid + $first_line + {{skipped_before}} AS logical_line,
+            c.file_row_number + $first_line + {{skipped_before}} AS logical_line,
             f.column_name,
             f.reason,
             c._raw AS raw_text,
             f.message
-        FROM {{table}} AS c
+        FROM read_parquet($parsed, file_row_number = true) AS c
         {{skip_join}}
         JOIN fail_codes AS f ON f.code = c._fail
     ),

@@ -1,4 +1,4 @@
-"""Ingest progress (issue 7 §4): the callback advances from the input bytes the parser has consumed.
+"""Ingest progress and memory (issue 7 §4): the callback advances from the input bytes the parser consumed.
 
 A fake sink records every call on a 200k-row OPP file in each text format: the reports are many
 (not one per file), strictly increasing, never beyond the total, end at the total (the whole file
@@ -87,3 +87,23 @@ def test_cli_quiet_prints_no_progress(tmp_path: Path) -> None:
     run = CliRunner().invoke(app, ["ingest", str(path), "--store", str(tmp_path / "s"), "--quiet"])
     assert run.exit_code == 0, run.output
     assert run.output == ""
+
+
+# ---------------------------------------------------------------- §4 memory: the ingest's budget
+@pytest.mark.parametrize(
+    ("budget", "duckdb"),
+    [("2GB", "953MiB"), ("2GiB", "1024MiB"), ("1500MB", "715MiB"), ("512 mb", "244MiB"), ("80%", "80%")],
+)
+def test_duckdb_gets_half_the_memory_budget(budget: str, duckdb: str) -> None:
+    """DuckDB's limit bounds only its buffer manager; half the budget keeps the process under it."""
+    from stopdisparity.ingest import duckdb_share
+
+    assert duckdb_share(budget) == duckdb
+
+
+def test_staging_holds_no_parsed_copy_after_the_ingest(tmp_path: Path) -> None:
+    """The parsed rows stream through a compressed Parquet file that is removed once staged."""
+    path = write_text(tmp_path / opp_name("csv"), big_text(5_000))
+    ingest([path], tmp_path / "store", memory_limit="256MB")
+    staging = tmp_path / "store" / ".staging"
+    assert not staging.exists() or not any(staging.rglob("*"))
