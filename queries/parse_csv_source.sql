@@ -1,6 +1,6 @@
 -- purpose: Parse one CSV source and check and cast every field in the same pass, streaming the rows
---          to a Parquet file in the ingest's staging directory (not to memory: the file stays a few
---          percent of the input, and memory stays flat whatever the input's size). Each row keeps its
+--          to a Parquet file (zstd level 1: fast, a few percent of the input) in the staging directory, not
+--          to memory (memory stays flat whatever the input's size). Each row keeps its
 --          typed values, `_fail` (NULL, 0 for a repeated header line, or i when the i-th column
 --          failed its cast or vocabulary) and `_raw` (the row re-serialised, only when it failed).
 --          Records that are broken as CSV (field count, quoting, encoding, over-long lines) go to
@@ -35,4 +35,4 @@ COPY (
             ) AS p
         ) AS p
     ) AS p
-) TO $out (FORMAT parquet, COMPRESSION zstd)
+) TO $out (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1)

@@ -14,4 +14,4 @@ COPY (
             FROM (SELECT {{text_columns}} FROM read_parquet($path)) AS p
         ) AS p
     ) AS p
-) TO $out (FORMAT parquet, COMPRESSION zstd)
+) TO $out (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1)
