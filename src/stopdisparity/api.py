@@ -36,7 +36,10 @@ def ingest(
     encoding: str = "utf-8",
     progress: ProgressFn | None = None,
 ) -> IngestReport:
-    """Ingest OPP files into a store; see :func:`stopdisparity.ingest.ingest`."""
+    """Ingest OPP files into a store; see :func:`stopdisparity.ingest.ingest`.
+
+    ``memory_limit`` is the budget of the whole ingest process (DuckDB's buffer manager gets half).
+    """
     return _ingest(
         paths,
         store,
