@@ -241,6 +241,12 @@ def test_same_file_under_two_names_in_one_call_is_stored_twice_and_flagged(
     counts = open_store(store).scan().group_by("source_file").len().collect()
     assert dict(counts.rows()) == {BASELINE: 2, first.name: 1, copy.name: 1}
     assert json.loads(json.dumps(report.to_json()))["files"][0]["same_file_as"] == [copy.name]
+    manifest = open_store(store).manifest()["sources"]  # the flag is kept with the sources
+    assert (manifest[first.name]["same_file_as"], manifest[copy.name]["same_file_as"]) == (
+        [copy.name],
+        [first.name],
+    )
+    assert manifest[BASELINE]["same_file_as"] == []
 
 
 def test_same_file_already_stored_under_another_name_is_flagged(tmp_path: Path) -> None:
@@ -251,6 +257,7 @@ def test_same_file_already_stored_under_another_name_is_flagged(tmp_path: Path) 
     assert (f.status, f.rows_stored, f.same_file_as) == ("ingested", 2, [BASELINE])
     [again] = ingest([copy], store).files  # unchanged: nothing written, nothing to flag
     assert (again.status, again.same_file_as) == ("unchanged", [])
+    assert open_store(store).manifest()["sources"][copy.name]["same_file_as"] == [BASELINE]
 
 
 def test_members_of_one_archive_are_not_flagged_but_a_copy_of_it_is(tmp_path: Path) -> None:

@@ -704,7 +704,9 @@ def ingest(
                 raise
             raise _disk_full_error(st, full) from e
         try:
-            report = _run(st, tx, plan, known, memory_limit, threads, encoding, max_line_size, progress)
+            report = _run(
+                st, tx, plan, known, memory_limit, threads, encoding, max_line_size, progress, duplicates
+            )
         except BaseException as e:
             committed = st.committed(tx)
             if not committed:  # after the commit point, recovery rolls forward instead
@@ -800,6 +802,7 @@ def _run(
     encoding: str,
     max_line_size: int,
     progress: ProgressFn | None,
+    duplicates: dict[str, list[str]],
 ) -> IngestReport:
     config = duckdb_config(
         memory_limit=duckdb_share(memory_limit), threads=threads, temp_directory=tx.dir / "spill"
@@ -854,6 +857,7 @@ def _run(
                 "quarantine_reasons": r.quarantine_reasons,
                 "rows_without_county": r.rows_without_county,
                 "quality": r.quality,
+                "same_file_as": duplicates.get(source.name, []),
                 "unresolved_counties": r.unresolved_counties,
                 "columns": staged.columns,
                 "parts": published,
