@@ -264,33 +264,16 @@ def prepare_staggered(
     n_dropped = prepared.n_dropped
     cols = dict(prepared.columns)
     cols["trials"] = trials
-    if trials is not None and weights is not None:
-        # prepare_panel used the weights as the cell weight; the share needs the trials themselves
-        tr = data.select(
-            pl.col(idname).alias(_UNIT),
-            pl.col(tname).cast(pl.Int64).alias(_PERIOD),
-            pl.col(trials).cast(pl.Float64).alias("_trials"),
-        )
-        ys = data.select(
-            pl.col(idname).alias(_UNIT),
-            pl.col(tname).cast(pl.Int64).alias(_PERIOD),
-            pl.col(yname).cast(pl.Float64).alias("_y"),
-        )
-        cells = cells.join(tr, on=[_UNIT, _PERIOD], how="left").join(ys, on=[_UNIT, _PERIOD], how="left")
-        share = pl.col("_y") / pl.col("_trials")
+    # the outcome from the user's columns (prepare_panel keeps focal = y·n, with n the weights when given)
+    raw = [pl.col(yname).cast(pl.Float64).alias("_y")]
+    if trials is not None:
+        raw.append(pl.col(trials).cast(pl.Float64).alias("_trials"))
+    keys = [pl.col(idname).alias(_UNIT), pl.col(tname).cast(pl.Int64).alias(_PERIOD)]
+    cells = cells.join(data.select(*keys, *raw), on=[_UNIT, _PERIOD], how="left")
+    if trials is not None:  # the share of successes, undefined (null) in a cell without trials
+        share = pl.when(pl.col("_trials") > 0).then(pl.col("_y") / pl.col("_trials")).otherwise(None)
     else:
-        cells = cells.with_columns(pl.col("n").alias("_trials"))
-        share = pl.when(pl.col("n") > 0).then(pl.col("focal") / pl.col("n")).otherwise(None)
-        if trials is None and weights is None:
-            share = pl.col("focal")  # n == 1
-        elif trials is None:  # weights only: focal = y * w; recover y where w > 0
-            y_raw = data.select(
-                pl.col(idname).alias(_UNIT),
-                pl.col(tname).cast(pl.Int64).alias(_PERIOD),
-                pl.col(yname).cast(pl.Float64).alias("_y"),
-            )
-            cells = cells.join(y_raw, on=[_UNIT, _PERIOD], how="left")
-            share = pl.col("_y")
+        share = pl.col("_y")
     cells = cells.with_columns(share.alias(Y))
 
     bad_units = cells.filter(pl.col(Y).is_null() | pl.col(Y).is_nan()).get_column(_UNIT).unique()

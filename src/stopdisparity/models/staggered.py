@@ -167,11 +167,11 @@ def fit_staggered(
     >>> cs.tidy().filter(pl.col("term") == "simple")  # doctest: +SKIP
     """
     check_choice("estimator", estimator, STAGGERED_ESTIMATORS)
+    if isinstance(data, StaggeredPanel):
+        panel = data
+    else:
+        panel = _prepare(data, yname, idname, tname, gname, trials, weights, xnames, cluster, missing)
     if estimator == "twfe-weights":
-        if isinstance(data, StaggeredPanel):
-            panel = data
-        else:
-            panel = _prepare(data, yname, idname, tname, gname, trials, weights, xnames, cluster, missing)
         if panel.xnames:
             raise SpecificationError("twfe-weights decomposes the TWFE without covariates; drop xnames")
         from stopdisparity.models._bacon import twfe_weights
@@ -179,10 +179,6 @@ def fit_staggered(
         return twfe_weights(
             panel.frame, unit="uid", period="period", treated="treated", weight="n", outcome="y", **options
         )
-    if isinstance(data, StaggeredPanel):
-        panel = data
-    else:
-        panel = _prepare(data, yname, idname, tname, gname, trials, weights, xnames, cluster, missing)
     if estimator == "etwfe" and "family" not in options:
         # the headline's logit needs successes out of trials; a continuous outcome gets the linear model
         options["family"] = "logit" if panel.columns.get("trials") else "linear"
