@@ -17,6 +17,7 @@ FREQUENCIES = ("month", "quarter", "year")
 
 Frequency = Literal["month", "quarter", "year"]
 
+
 def period_index(day: date, freq: Frequency) -> int:
     """The index of the period holding ``day``: ``year*12+month-1``, ``year*4+quarter-1`` or ``year``.
 

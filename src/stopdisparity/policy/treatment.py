@@ -67,6 +67,7 @@ _CONFIDENCE_RANK = {level: i for i, level in enumerate(CONFIDENCE_LEVELS)}
 _POLICY_NAME = re.compile(r"[a-z][a-z0-9_]*")
 _FIPS = re.compile(r"\d{5}")
 
+
 def _detect_frequency(periods: pl.DataFrame) -> Frequency | None:
     rows = list(periods.select("period", "period_start", "period_end").iter_rows())
     for freq in FREQUENCIES:
