@@ -389,7 +389,7 @@ DID_ESTIMATORS = (
     "twfe-weights",
     "bjs",
 )
-DID_INFERENCE = ("cluster", "cr3", "wild", "score", "ri")
+DID_INFERENCE = ("cluster", "cr2", "cr3", "wild", "score", "ri")
 #: The estimators of issue 6 (:mod:`stopdisparity.models.staggered`): their own inference only.
 STAGGERED = DID_ESTIMATORS[4:]
 
@@ -856,7 +856,7 @@ def _apply_inference(result: Any, inference: str, draws: int, seed: int, **extra
         return result
     from stopdisparity.models import inference as inference_mod
 
-    options: dict[str, Any] = {} if inference == "cr3" else {"draws": draws, "seed": seed, **extra}
+    options: dict[str, Any] = {} if inference in ("cr2", "cr3") else {"draws": draws, "seed": seed, **extra}
     return inference_mod.apply_inference(result, inference, **options)  # type: ignore[arg-type]
 
 

@@ -1066,7 +1066,7 @@ def package_versions() -> dict[str, str]:
 
 # -------------------------------------------------------------------------------- result helpers
 def inference_stats(
-    estimate: float, std_error: float, alpha: float, df: int | None = None
+    estimate: float, std_error: float, alpha: float, df: float | None = None
 ) -> tuple[float, float, float, float]:
     """(statistic, p_value, ci_low, ci_high): normal reference (``df=None``) or Student t with ``df``.
 

@@ -1,0 +1,239 @@
+"""CR2 (bias-reduced) inference with Bell-McCaffrey degrees of freedom (``inference.cr2``, ``_cr2``).
+
+References: a brute-force implementation written here (explicit n × n hat matrix of a full-rank
+dummy design, each cluster's inverse root by ``scipy.linalg.sqrtm`` of the pseudo-inverse, the n × G
+matrix G formed column by column, residuals and weights from statsmodels fits); statsmodels' HC2
+(CR2 with one observation per cluster); and the identity that makes CR2 "bias-reduced": under the
+working model its expectation, the trace of Γ, equals the model-based variance exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import scipy.linalg
+import statsmodels.api as sm
+from scipy import stats
+
+from stopdisparity.errors import SpecificationError
+from stopdisparity.models import _cr2
+from stopdisparity.models import inference as inf
+from stopdisparity.models.counts import CountsResult, fit_counts
+from stopdisparity.models.did import DidResult
+from stopdisparity.models.event_study import EventStudyResult
+from test_inference import cluster_codes, dummies, fit, make_panel
+from test_inference_covariates import make_generic
+from test_inference_event_study import design as es_design
+from test_inference_event_study import fit_es
+
+# Two factorisations of the same dummy design (pseudo-inverse of all dummies vs. a full-rank subset):
+# agreement to rounding (~1e-12 seen); GLM residuals from two IRLS runs agree to ~1e-9.
+RTOL = 1e-6
+# sqrtm of the pseudo-inverse of a singular block (the nested unit effect) warns; the root is exact.
+pytestmark = pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")
+
+
+# ------------------------------------------------------------------------------------- brute force
+def brute(
+    x: np.ndarray, w: np.ndarray, resid: np.ndarray, clusters: np.ndarray, ell: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-cluster CR2 scores (ordered by code) and Γ = G'G, explicitly (x full rank)."""
+    xt = np.sqrt(w)[:, None] * x
+    b = np.linalg.inv(xt.T @ xt)
+    h = xt @ b @ xt.T
+    m = np.eye(w.size) - h
+    e = np.sqrt(w) * resid
+    scores, columns = [], []
+    for g in np.unique(clusters):
+        idx = clusters == g
+        root = scipy.linalg.sqrtm(np.linalg.pinv(m[np.ix_(idx, idx)], rtol=1e-8, hermitian=True)).real
+        u = root @ xt[idx] @ b @ ell
+        scores.append(u @ e[idx])
+        columns.append(m[:, idx] @ u)
+    g_mat = np.column_stack(columns)
+    return np.array(scores), g_mat.T @ g_mat
+
+
+def bm_df(gamma: np.ndarray) -> float:
+    lam = np.linalg.eigvalsh(gamma)
+    return float(lam.sum() ** 2 / np.sum(lam**2))
+
+
+def expected(estimate: float, se: float, df: float) -> tuple[float, float, float]:
+    crit = stats.t(df).isf(0.025)
+    return 2 * stats.t(df).sf(abs(estimate / se)), estimate - crit * se, estimate + crit * se
+
+
+def assert_row(row: dict, se: float, df: float) -> None:
+    p, lo, hi = expected(row["estimate"], se, df)
+    assert (row["p_value"], row["ci_low"], row["ci_high"]) == pytest.approx((p, lo, hi), rel=RTOL)
+    assert f"SE {se:.4g}, t({df:.1f})" in row["inference"]
+
+
+def did_pieces(result: DidResult) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(x, w, working residual, cluster codes) of a DiD's sample refitted by statsmodels."""
+    s = result.sample
+    n = s.get_column("n").to_numpy().astype(float)
+    y = s.get_column("focal").to_numpy() / n
+    x = np.column_stack([s.get_column("treated").to_numpy().astype(float), dummies(s)])
+    if result.estimator == "twfe-linear":
+        w = s.get_column("weight").to_numpy()
+        return x, w, sm.WLS(y, x, weights=w).fit().resid, cluster_codes(s)
+    mu = sm.GLM(y, x, family=sm.families.Binomial(), var_weights=n).fit(tol=1e-13).fittedvalues
+    return x, n * mu * (1 - mu), (y - mu) / (mu * (1 - mu)), cluster_codes(s)
+
+
+# ------------------------------------------------------------------------------------------ DiD
+@pytest.fixture(scope="module")
+def panel() -> pl.DataFrame:
+    """Unequal clusters (treated units 4x the stops): where CR1 and CR2 differ visibly."""
+    return make_panel(seed=3, units=14, treated_size=4.0)
+
+
+@pytest.mark.parametrize("estimator", ["twfe-linear", "twfe-logit"])
+def test_did_equals_brute_force(panel: pl.DataFrame, estimator: str) -> None:
+    result = fit(panel, estimator)
+    x, w, resid, codes = did_pieces(result)
+    ell = np.eye(x.shape[1])[:, 0]
+    scores, gamma = brute(x, w, resid, codes, ell)
+    se, df = math.sqrt(np.sum(scores**2)), bm_df(gamma)
+    row = inf.cr2(result).tidy().row(0, named=True)
+    assert_row(row, se, df)
+    assert row["inference"].startswith("CR2 (Bell-McCaffrey) by county_fips (G=14, G₁=3")
+    assert row["std_error"] == result.std_error  # the analytical CR1 SE stays
+    assert se > result.std_error / math.sqrt(result.small_sample.factor)  # CR2 > CR0 here
+    assert df < result.clusters.g - 1  # BM df well below G - 1 with 3 treated clusters
+
+
+def test_apply_inference_and_cli(panel: pl.DataFrame, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from stopdisparity.cli import app
+
+    result = fit(panel, "twfe-logit")
+    via = inf.apply_inference(result, "cr2").tidy()
+    assert via.equals(inf.cr2(result).tidy())
+    assert inf.apply_inference(inf.cr2(result), "cluster").tidy().equals(result.tidy())
+    path = tmp_path / "panel.parquet"
+    panel.write_parquet(path)
+    out = CliRunner().invoke(
+        app, ["did", "--panel", str(path), "--estimator", "twfe-logit", "--inference", "cr2", "--json"]
+    )
+    assert out.exit_code == 0, out.output
+    got = json.loads(out.stdout)[0]
+    want = via.row(0, named=True)
+    for key in ("estimate", "std_error", "p_value", "ci_low", "ci_high", "inference"):
+        assert (
+            got[key] == pytest.approx(want[key], rel=1e-12) if key != "inference" else got[key] == want[key]
+        )
+
+
+# -------------------------------------------------------------------------------- counts, events
+@pytest.fixture(scope="module")
+def counts(panel: pl.DataFrame) -> CountsResult:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fit_counts(panel)
+
+
+def test_counts_every_row_and_difference(counts: CountsResult) -> None:
+    """Each race's Poisson by brute force; the difference adds the scores and the Γs of both fits."""
+    labels = sorted(counts.cluster_labels)
+    parts = []
+    for race in counts.race_pair:
+        s = counts.sample.filter(pl.col("race") == race)
+        y = s.get_column("stops").to_numpy().astype(float)
+        x = np.column_stack([s.get_column("treated").to_numpy().astype(float), dummies(s)])
+        mu = sm.GLM(y, x, family=sm.families.Poisson()).fit(tol=1e-13).fittedvalues
+        codes = np.searchsorted(labels, s.get_column("cluster").cast(pl.String).to_numpy())
+        parts.append(brute(x, mu, (y - mu) / mu, codes, np.eye(x.shape[1])[:, 0]))
+    (sf, gf), (sr, gr) = parts
+    rows = inf.cr2(counts).tidy().rows(named=True)
+    assert [r["term"] for r in rows] == ["in_force:hispanic", "in_force:white", "difference"]
+    assert_row(rows[0], math.sqrt(np.sum(sf**2)), bm_df(gf))
+    assert_row(rows[1], math.sqrt(np.sum(sr**2)), bm_df(gr))
+    assert_row(rows[2], math.sqrt(np.sum((sf - sr) ** 2)), bm_df(gf + gr))
+
+
+@pytest.mark.parametrize("estimator", ["linear", "logit"])
+def test_event_study_every_term(estimator: str) -> None:
+    result: EventStudyResult = fit_es(make_generic(seed=4), estimator)
+    y, prior, dums, free = es_design(result)
+    x = np.column_stack([dums, free])
+    if estimator == "linear":
+        w, resid = prior, sm.WLS(y, x, weights=prior).fit().resid
+    else:
+        mu = sm.GLM(y, x, family=sm.families.Binomial(), var_weights=prior).fit(tol=1e-13).fittedvalues
+        w, resid = prior * mu * (1 - mu), (y - mu) / (mu * (1 - mu))
+    codes = cluster_codes(result.sample)
+    out = inf.cr2(result).tidy()
+    for j, e in enumerate(result.estimated):
+        scores, gamma = brute(x, w, resid, codes, np.eye(x.shape[1])[:, j])
+        row = out.filter(pl.col("term") == f"event:{e}").row(0, named=True)
+        assert_row(row, math.sqrt(np.sum(scores**2)), bm_df(gamma))
+
+
+# --------------------------------------------------------------------------- the module itself
+def random_fit(seed: int, contrasts: int = 2) -> tuple[_cr2.Cr2Fit, np.ndarray]:
+    """Unbalanced clusters, unit effects nested in them, crossed period effects, two regressors."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(2, 9, size=9)
+    unit = np.repeat(np.arange(sizes.size), sizes)
+    period = np.concatenate([np.arange(k) for k in sizes])
+    z = rng.normal(size=(unit.size, 2)) + (unit[:, None] < 2)
+    w = rng.uniform(0.5, 3.0, unit.size)
+    fit_ = _cr2.Cr2Fit(
+        (unit, period), z, w, rng.normal(size=unit.size), unit, sizes.size, np.eye(2)[:, :contrasts]
+    )
+    f = np.column_stack([np.eye(sizes.size)[unit], np.eye(period.max() + 1)[period][:, 1:], z])
+    return fit_, f
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_module_equals_brute_force(seed: int) -> None:
+    fit_, x = random_fit(seed)
+    res = _cr2.cr2(fit_)
+    for j in range(2):
+        ell = np.zeros(x.shape[1])
+        ell[x.shape[1] - 2 + j] = 1.0
+        scores, gamma = brute(x, fit_.w, fit_.resid, fit_.cluster_codes, ell)
+        assert res.vcov[j, j] == pytest.approx(np.sum(scores**2), rel=1e-9)
+        assert res.df[j] == pytest.approx(bm_df(gamma), rel=1e-9)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_unbiased_under_the_working_model(seed: int) -> None:
+    """E[V_CR2] = tr Γ equals the model-based variance ℓ'(X'WX)⁻¹ℓ exactly (CR0's expectation is below it)."""
+    fit_, x = random_fit(seed)
+    parts = _cr2.cr2_parts(fit_)
+    model = sm.WLS(np.zeros(x.shape[0]) + 1.0, x, weights=fit_.w).fit().normalized_cov_params
+    for j in range(2):
+        k = x.shape[1] - 2 + j
+        assert np.trace(parts.gamma[j]) == pytest.approx(model[k, k], rel=1e-9)
+
+
+def test_singleton_clusters_are_hc2() -> None:
+    """One observation per cluster and no fixed effects: CR2 is statsmodels' HC2."""
+    rng = np.random.default_rng(5)
+    n = 40
+    x = np.column_stack([np.ones(n), rng.normal(size=n), rng.exponential(size=n) ** 2])  # leverage
+    y = x @ [1.0, 0.5, -0.2] + rng.normal(size=n) * (1 + x[:, 2])
+    ols = sm.OLS(y, x).fit(cov_type="HC2")
+    res = _cr2.cr2(_cr2.Cr2Fit((), x, np.ones(n), ols.resid, np.arange(n), n, np.eye(3)))
+    np.testing.assert_allclose(res.std_errors, ols.bse, rtol=1e-10)
+
+
+def test_combine_refuses_mixed_contrasts_and_large_designs(monkeypatch: pytest.MonkeyPatch) -> None:
+    fit_, _ = random_fit(0)
+    parts = _cr2.cr2_parts(fit_)
+    with pytest.raises(SpecificationError, match="at most one contrast per fit"):
+        _cr2.combine([parts], np.array([[[1.0, 1.0]]]))
+    monkeypatch.setattr(_cr2, "MAX_COEFFICIENTS", 10)
+    with pytest.raises(SpecificationError, match="cr3, wild, score or ri"):
+        _cr2.cr2_parts(fit_)
