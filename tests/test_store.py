@@ -323,3 +323,41 @@ def test_store_views_agree(tmp_path: Path) -> None:
     assert raw == (25,)
     assert set(COLUMNS) <= set(st.scan().collect_schema().names())
     assert st.scan().select(pl.len()).collect().item() == 25
+
+
+# ------------------------------------------------------------------ durability before the commit
+def test_staged_files_are_fsynced_before_the_commit_point(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Power-loss safety: every published file and its staging directory reach the disk before the
+    journal rename (a SIGKILL cannot lose written pages; a power cut can)."""
+    import os
+
+    from stopdisparity import store as store_mod
+
+    events: list[tuple[str, str]] = []
+    real_fsync, real_crashpoint = os.fsync, store_mod.crashpoint
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", str(Path(f"/proc/self/fd/{fd}").readlink())))
+        real_fsync(fd)
+
+    def crashpoint(name: str) -> None:
+        events.append(("point", name))
+        real_crashpoint(name)
+
+    monkeypatch.setattr(store_mod.os, "fsync", fsync)
+    monkeypatch.setattr(store_mod, "crashpoint", crashpoint)
+    path = tmp_path / NC
+    write_text(
+        path, "raw_row_number,date,subject_race\n1,2017-01-01,white\n2,2018-01-01,black\n3,2011-13-01,x\n"
+    )
+    root = tmp_path / "store"
+    ingest([path], root)
+    commit = events.index(("point", "before_journal_rename"))
+    synced = {p for kind, p in events[:commit] if kind == "fsync"}
+    published = [p.relative_to(root) for p in root.rglob("*.parquet")]
+    assert any(p.parts[0] == "quarantine" for p in published)  # the quarantine is published too
+    staged = [p for p in synced if "/.staging/" in p and p.endswith(".parquet")]
+    assert len(staged) == len(published) >= 2, (staged, published)
+    assert {Path(p).parent.as_posix() for p in staged} <= synced  # their directories as well
