@@ -24,9 +24,11 @@ from scipy import stats
 from stopdisparity.errors import SpecificationError
 from stopdisparity.models import _cr2
 from stopdisparity.models import inference as inf
+from stopdisparity.models._etwfe import etwfe
 from stopdisparity.models.counts import CountsResult, fit_counts
 from stopdisparity.models.did import DidResult
 from stopdisparity.models.event_study import EventStudyResult
+from test_etwfe import _binomial_panel, _prep, _spelled_out
 from test_inference import cluster_codes, dummies, fit, make_panel
 from test_inference_covariates import make_generic
 from test_inference_event_study import design as es_design
@@ -70,10 +72,12 @@ def expected(estimate: float, se: float, df: float) -> tuple[float, float, float
     return 2 * stats.t(df).sf(abs(estimate / se)), estimate - crit * se, estimate + crit * se
 
 
-def assert_row(row: dict, se: float, df: float) -> None:
+def assert_row(row: dict, se: float, df: float, *, labelled: bool = True) -> None:
+    """p and interval from t(df) with the CR2 SE; the label states them (``labelled``)."""
     p, lo, hi = expected(row["estimate"], se, df)
     assert (row["p_value"], row["ci_low"], row["ci_high"]) == pytest.approx((p, lo, hi), rel=RTOL)
-    assert f"SE {se:.4g}, t({df:.1f})" in row["inference"]
+    assert row["inference"].startswith("CR2 (Bell-McCaffrey)")
+    assert (f"SE {se:.4g}, t({df:.1f})" in row["inference"]) == labelled
 
 
 def did_pieces(result: DidResult) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -237,3 +241,51 @@ def test_combine_refuses_mixed_contrasts_and_large_designs(monkeypatch: pytest.M
     monkeypatch.setattr(_cr2, "MAX_COEFFICIENTS", 10)
     with pytest.raises(SpecificationError, match="cr3, wild, score or ri"):
         _cr2.cr2_parts(fit_)
+
+
+# ------------------------------------------------------------------------------------------ ETWFE
+@pytest.mark.parametrize(("family", "control"), [("logit", "never"), ("linear", "not_yet")])
+def test_etwfe_aggregates_equal_brute_force(family: str, control: str) -> None:
+    """The pooled ETWFE regression spelled out (cell, cohort and period dummies) and fitted by
+    statsmodels; each aggregate's contrast puts the cells' stop weights on their dummies."""
+    frame, _ = _binomial_panel(5, n_units=30, n_periods=7, cohorts=(0, 4, 5, 6), trials=30)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = etwfe(_prep(frame), family=family, control=control)  # type: ignore[arg-type]
+    d = frame.to_pandas()
+    dd, names, cells, _ = _spelled_out(d, y="succ", unit="unit", t="t", g="g", x=[], control=control)
+    dd = dd.reset_index(drop=True)
+    fe = np.column_stack(
+        [np.eye(dd["g"].nunique())[dd["g"].rank(method="dense").astype(int) - 1]]
+        + [(dd["t"] == s).to_numpy(float)[:, None] for s in sorted(dd["t"].unique())[1:]]
+    )
+    x = np.column_stack([dd[names].to_numpy(float), fe])
+    assert np.linalg.matrix_rank(x) == x.shape[1]
+    n = dd["n"].to_numpy(float)
+    y = dd["succ"].to_numpy() / n
+    if family == "logit":
+        mu = sm.GLM(y, x, family=sm.families.Binomial(), var_weights=n).fit(tol=1e-13).fittedvalues
+        w, resid = n * mu * (1 - mu), (y - mu) / (mu * (1 - mu))
+    else:
+        w, resid = n, sm.WLS(y, x, weights=n).fit().resid
+    codes = dd["unit"].rank(method="dense").astype(int).to_numpy() - 1
+    weight = {(r["g"], r["t"]): r["weight"] for r in res.cells.iter_rows(named=True)}
+    out = inf.cr2(res).tidy()
+    assert out.item(0, "std_error") == res.tidy().item(0, "std_error")  # CR1 stays
+    for term, sel in (("att", lambda c, s: s >= c), ("event:1", lambda c, s: s - c == 1)):
+        ell = np.zeros(x.shape[1])
+        for j, (c, s) in enumerate(cells):
+            ell[j] = weight[(c, s)] if sel(c, s) else 0.0
+        ell /= ell.sum()
+        scores, gamma = brute(x, w, resid, codes, ell)
+        row = out.filter(pl.col("term") == term).row(0, named=True)
+        assert_row(row, math.sqrt(np.sum(scores**2)), bm_df(gamma), labelled=term == "att")
+
+
+def test_etwfe_with_covariates_refused() -> None:
+    frame, _ = _binomial_panel(6, n_units=20, n_periods=6, cohorts=(0, 4, 5), covariate=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = etwfe(_prep(frame, xnames=("x",)), family="logit", control="never")
+    with pytest.raises(SpecificationError, match="without covariates"):
+        inf.cr2(res)

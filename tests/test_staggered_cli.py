@@ -121,6 +121,7 @@ def test_logodds_scale_and_month_cohorts(race_panel: Path) -> None:
     ("args", "message"),
     [
         (["--estimator", "bjs", "--inference", "wild"], "--inference wild applies to the TWFE"),
+        (["--estimator", "sun-abraham", "--inference", "cr2"], "--inference cr2 applies to the TWFE"),
         (["--estimator", "bjs", "--control", "never"], "--control applies to --estimator"),
         (["--estimator", "etwfe", "--base-period", "universal"], "--base-period applies"),
         (["--estimator", "bjs", "--scale", "logodds"], "--scale and --cohort apply to the race layout"),
@@ -139,3 +140,18 @@ def test_race_layout_refusals(race_panel: Path) -> None:
         app, ["did", "--panel", str(race_panel), "--estimator", "etwfe", "--scale", "logodds"]
     )
     assert res.exit_code != 0 and "scale='logodds' applies to the linear estimators" in res.output
+
+
+def test_etwfe_cr2_race_layout_and_generic(race_panel: Path) -> None:
+    """`--estimator etwfe --inference cr2`: every link-scale row gets CR2 p and interval, as the API."""
+    from stopdisparity.models.inference import apply_inference
+
+    rows = _json(["--panel", str(race_panel), "--estimator", "etwfe", "--inference", "cr2"])
+    fit = fit_staggered_race(pl.read_parquet(race_panel), estimator="etwfe")
+    assert rows == apply_inference(fit, "cr2").tidy().to_dicts()
+    plain = fit.tidy().to_dicts()
+    for got, cr1 in zip(rows, plain, strict=True):
+        assert got["inference"].startswith("CR2 (Bell-McCaffrey)")
+        assert got["std_error"] == cr1["std_error"] and got["ci_low"] != cr1["ci_low"]
+    generic = _json([*GENERIC, "--estimator", "etwfe", "--family", "linear", "--inference", "cr2"])
+    assert generic[0]["term"] == "att" and generic[0]["inference"].startswith("CR2")

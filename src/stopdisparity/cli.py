@@ -724,10 +724,11 @@ def _did_result(
 
     check_choice("--inference", inference, DID_INFERENCE)
     check_choice("--missing", missing, ("raise", "drop"))
-    if estimator in STAGGERED and inference != "cluster":
+    if estimator in STAGGERED and inference != "cluster" and (estimator, inference) != ("etwfe", "cr2"):
         raise StopDisparityError(
-            f"--inference {inference} applies to the TWFE models and the event study; {estimator} reports "
-            "its own inference (callaway-santanna: a multiplier bootstrap with --draws and --seed)"
+            f"--inference {inference} applies to the TWFE models and the event study (and cr2 to etwfe); "
+            f"{estimator} reports its own inference (callaway-santanna: a multiplier bootstrap with "
+            "--draws and --seed)"
         )
     if (store is None) == (panel_file is None):
         raise StopDisparityError("give exactly one of --store DIR or --panel FILE")
@@ -805,7 +806,7 @@ def _did_result(
             missing=missing,  # type: ignore[arg-type]
             **options,
         )
-        return result, title
+        return _apply_inference(result, inference, draws, seed), title
     result = _fit_race(
         frame,
         estimator=est,
@@ -909,7 +910,8 @@ def _fit_generic(
 
         if group is not None:
             raise StopDisparityError(f"--group does not apply to --estimator {estimator}")
-        return fit_staggered(frame, estimator=estimator, **common, **options), f"{estimator}: {outcome}"  # type: ignore[arg-type]
+        result = fit_staggered(frame, estimator=estimator, **common, **options)  # type: ignore[arg-type]
+        return _apply_inference(result, inference, draws, seed), f"{estimator}: {outcome}"
     common["group"] = group
     if estimator == "event-study":
         from stopdisparity.models.event_study import fit_event_study_panel

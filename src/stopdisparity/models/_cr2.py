@@ -48,13 +48,14 @@ class Cr2Fit:
     """One weighted fit in whitened form, ready for :func:`cr2_parts`.
 
     ``fe_codes`` are integer codes of each fixed effect (dummies are built from them, all levels:
-    the pseudo-inverse absorbs the collinearity), ``z`` (n × q) the other regressors, ``w`` the final
-    IRLS/WLS weights, ``resid`` the working residuals (y − μ)/(dμ/dη) (WLS: y − ŷ), ``cluster_codes``
-    0..G-1 and ``contrasts`` (q × m) the contrasts of ``z``'s coefficients to report.
+    the pseudo-inverse absorbs the collinearity), ``z`` (n × q, dense or sparse) the other
+    regressors, ``w`` the final IRLS/WLS weights, ``resid`` the working residuals (y − μ)/(dμ/dη)
+    (WLS: y − ŷ), ``cluster_codes`` 0..G-1 and ``contrasts`` (q × m) the contrasts of ``z``'s
+    coefficients to report.
     """
 
     fe_codes: tuple[np.ndarray, ...]
-    z: np.ndarray
+    z: np.ndarray | sp.spmatrix
     w: np.ndarray
     resid: np.ndarray
     cluster_codes: np.ndarray

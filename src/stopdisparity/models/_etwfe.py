@@ -82,6 +82,8 @@ imported by :mod:`stopdisparity.policy`.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -95,8 +97,8 @@ import scipy.sparse as sp
 from scipy.special import expit
 
 from stopdisparity.errors import SpecificationError, check_choice
-from stopdisparity.models import _fe
-from stopdisparity.models._fe import ClusterSummary, SmallSample
+from stopdisparity.models import _cr2, _fe
+from stopdisparity.models._fe import ClusterSummary, Inference, SmallSample
 from stopdisparity.models._staggered_data import (
     CLUSTER,
     GID,
@@ -266,6 +268,15 @@ class EtwfeResult(_fe.ClusteredResult):
     n_treated_units: int
     fit_seconds: float
     lineage: Mapping[str, Any]
+    #: The pooled regression in the form :func:`stopdisparity.models.inference.cr2` needs (cohort and
+    #: period effects, one dummy per treated cell, the link-scale aggregates as contrasts); None with
+    #: covariates (their cell slopes make the aggregates functions of the covariate means).
+    cr2_fit: _cr2.Cr2Fit | None = None
+    inference: Inference | None = None
+
+    def with_inference(self, inference: Inference) -> EtwfeResult:
+        """A copy whose ``tidy()`` takes p-values, intervals and label from ``inference``."""
+        return dataclasses.replace(self, inference=inference)
 
     @property
     def _df(self) -> int | None:
@@ -296,6 +307,10 @@ class EtwfeResult(_fe.ClusteredResult):
             est = float(r["estimate"])
             se = float(se_link[j])
             stat, p, lo, hi = _fe.inference_stats(est, se, alpha, self._df)
+            label = self.inference_label
+            if self.inference is not None and r["term"] in self.inference.p_value:
+                p, label = self.inference.p_value[r["term"]], self.inference.label
+                lo, hi = self.inference.ci.get(r["term"], (math.nan, math.nan))
             extra: dict[str, Any] = {"aggregation": r["aggregation"], "n_treated_units": r["n_treated_units"]}
             if self.family == "logit":
                 extra |= {"pp_change": 100.0 * r["response"], "pp_std_error": 100.0 * float(se_resp[j])}
@@ -314,7 +329,7 @@ class EtwfeResult(_fe.ClusteredResult):
                     self.clusters.g,
                     self.estimator,
                     self.estimand,
-                    self.inference_label,
+                    label,
                     extra,
                 )
             )
@@ -566,6 +581,16 @@ def etwfe(
         }
     )
 
+    # ---------------------------------------------------------------- the pooled regression, for CR2
+    cr2_fit = None
+    if k == 0:
+        mu_all = np.empty(frame.height)
+        mu_all[un], mu_all[is_t] = mu_u, mu1
+        dm = _dmean(family, mu_all)
+        rows_t = np.flatnonzero(is_t)
+        cell_dummies = sp.csr_matrix((np.ones(rows_t.size), (rows_t, cell)), shape=(frame.height, n_cells))
+        cr2_fit = _cr2.Cr2Fit((cohort, tid), cell_dummies, n * dm, (y - mu_all) / dm, cl_codes, n_cl, wmat.T)
+
     # ---------------------------------------------------------------- small sample, clusters, warnings
     n_ssc = round(float(n.sum())) if family == "logit" else frame.height
     # K: the cohort and period dummies (as fixed effects: C + T - 1 when all are identified) + the rest
@@ -641,4 +666,5 @@ def etwfe(
         n_treated_units=int(incidence.shape[1]),
         fit_seconds=elapsed,
         lineage=lineage,
+        cr2_fit=cr2_fit,
     )

@@ -899,7 +899,8 @@ class ClusterSummary:
             return None
         return (
             f"{' and '.join(reasons)} of G={self.g} clusters by {self.name}: cluster-robust standard "
-            "errors are unreliable; use a wild or score bootstrap or randomization inference"
+            "errors are unreliable; use CR2 (--inference cr2), a wild or score bootstrap or randomization "
+            "inference"
         )
 
 

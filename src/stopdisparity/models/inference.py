@@ -160,6 +160,7 @@ from scipy import stats
 
 from stopdisparity.errors import SpecificationError, check_choice
 from stopdisparity.models import _cr2, _event, _fe
+from stopdisparity.models._etwfe import EtwfeResult
 from stopdisparity.models._fe import CLUSTER, GROUP, PERIOD, POPULATION, RACE, STOPS, TREATED, UNIT, Inference
 from stopdisparity.models._panel import covariate_columns
 from stopdisparity.models.counts import CountsResult, refit_counts
@@ -734,7 +735,7 @@ def _cr2_fit(des: _Design, z: np.ndarray, contrasts: np.ndarray) -> _cr2.Cr2Fit:
     return _cr2.Cr2Fit(des.fe_codes, z, w, resid, des.cluster_codes, des.g, contrasts)
 
 
-def cr2(result: Result, *, alpha: float = 0.05) -> Result:
+def cr2(result: Result | EtwfeResult, *, alpha: float = 0.05) -> Any:
     r"""CR2 (bias-reduced) p-values and intervals with Bell–McCaffrey degrees of freedom.
 
     The remedy for CR1's downward bias when the treatment's information sits in a few clusters
@@ -742,15 +743,19 @@ def cr2(result: Result, *, alpha: float = 0.05) -> Result:
     term from the final IRLS (or WLS) weights, all fixed-effect dummies in the hat matrix, and a
     t reference with the Bell–McCaffrey df of that term (:mod:`~stopdisparity.models._cr2`). No
     refits: it costs one dense cross-product of the coefficients. Every term of a DiD, count model
-    (each race and the difference) or event study is covered.
+    (each race and the difference) or event study is covered, and every link-scale aggregate of an
+    ETWFE fit without covariates (:class:`~stopdisparity.models._etwfe.EtwfeResult`: the pooled
+    regression with one dummy per treated cell; ``pp_change`` keeps its delta-method SE).
 
     Returns
     -------
-    DidResult, CountsResult or EventStudyResult
+    DidResult, CountsResult, EventStudyResult or EtwfeResult
         A copy with CR2 p-values, intervals and label; ``std_error`` unchanged (the CR2 SEs and dfs
         are in the label).
     """
     _check_alpha(alpha)
+    if isinstance(result, EtwfeResult):
+        return _cr2_etwfe(result, alpha)
     _check_result(result, "cr2")
     designs, terms = _model(result)
     if isinstance(result, EventStudyResult):
@@ -773,8 +778,29 @@ def cr2(result: Result, *, alpha: float = 0.05) -> Result:
         p_values[term.name], cis[term.name] = p, (lo, hi)
         what = f"SE {se2:.4g}, t({res.df[i]:.1f})"
         parts.append(f"{term.name} {what}" if len(terms) > 1 else what)
-    label = f"CR2 (Bell-McCaffrey) {_cluster_text(result)}; {'; '.join(parts)}"
-    return _attach(result, label, p_values, cis)
+    return _attach(result, _cr2_label(result, parts), p_values, cis)
+
+
+def _cr2_label(result: Any, parts: list[str]) -> str:
+    return f"CR2 (Bell-McCaffrey) {_cluster_text(result)}; {'; '.join(parts)}"
+
+
+def _cr2_etwfe(result: EtwfeResult, alpha: float) -> EtwfeResult:
+    """CR2 of every link-scale aggregate of an ETWFE fit (its pooled regression, :class:`EtwfeResult`)."""
+    if result.cr2_fit is None:
+        raise SpecificationError(
+            "cr2 for etwfe needs a fit without covariates (their cell slopes make each aggregate a "
+            "function of the covariate means); drop --covariates or use the analytical CR1"
+        )
+    res = _cr2.cr2(result.cr2_fit)
+    p_values, cis, parts = {}, {}, []
+    for j, r in enumerate(result.aggregates.iter_rows(named=True)):
+        se2, df = float(res.std_errors[j]), float(res.df[j])
+        _, p, lo, hi = _fe.inference_stats(float(r["estimate"]), se2, alpha, df)
+        p_values[r["term"]], cis[r["term"]] = p, (lo, hi)
+        if j == 0:
+            parts.append(f"{r['term']} SE {se2:.4g}, t({df:.1f}); each aggregate its own df")
+    return result.with_inference(Inference(_cr2_label(result, parts), p_values, cis))
 
 
 def _jackknife(result: Result) -> np.ndarray:
@@ -2237,7 +2263,7 @@ def pretrend_bootstrap(
 
 
 # ----------------------------------------------------------------------------------- dispatcher
-def apply_inference(result: Result, method: Method, **options: Any) -> Result:
+def apply_inference(result: Result | EtwfeResult, method: Method, **options: Any) -> Any:
     """Apply one inference method to a fitted result and return the new result.
 
     ``cluster`` returns the analytical CR1/CR0 inference (any attached inference removed); ``cr2``,
@@ -2246,10 +2272,13 @@ def apply_inference(result: Result, method: Method, **options: Any) -> Result:
     :class:`~stopdisparity.models.did.DidResult` (all methods; ``wild`` for ``twfe-linear``, ``score``
     for ``twfe-logit``), a :class:`~stopdisparity.models.counts.CountsResult` (``cr3``, ``score``,
     ``ri``: every row) or a :class:`~stopdisparity.models.event_study.EventStudyResult` (every
-    estimated event-time term; ``wild`` for a linear, ``score`` for a logit event study). Results with
+    estimated event-time term; ``wild`` for a linear, ``score`` for a logit event study) or, for
+    ``cr2`` only, an :class:`~stopdisparity.models._etwfe.EtwfeResult` without covariates. Results with
     covariates are accepted by every method (see the module notes).
     """
     check_choice("method", method, METHODS)
+    if method == "cr2" and isinstance(result, EtwfeResult):
+        return cr2(result, **options)
     _check_result(result, "apply_inference")
     if method == "cluster":
         if options:
