@@ -28,6 +28,7 @@ from stopdisparity.models._etwfe import etwfe
 from stopdisparity.models.counts import CountsResult, fit_counts
 from stopdisparity.models.did import DidResult
 from stopdisparity.models.event_study import EventStudyResult
+from stopdisparity.models.staggered import fit_staggered
 from test_etwfe import _binomial_panel, _prep, _spelled_out
 from test_inference import cluster_codes, dummies, fit, make_panel
 from test_inference_covariates import make_generic
@@ -37,6 +38,7 @@ from test_inference_event_study import fit_es
 # Two factorisations of the same dummy design (pseudo-inverse of all dummies vs. a full-rank subset):
 # agreement to rounding (~1e-12 seen); GLM residuals from two IRLS runs agree to ~1e-9.
 RTOL = 1e-6
+MPDTA = Path(__file__).parent / "reference" / "mpdta" / "mpdta.csv"
 # sqrtm of the pseudo-inverse of a singular block (the nested unit effect) warns; the root is exact.
 pytestmark = pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")
 
@@ -289,3 +291,46 @@ def test_etwfe_with_covariates_refused() -> None:
         res = etwfe(_prep(frame, xnames=("x",)), family="logit", control="never")
     with pytest.raises(SpecificationError, match="without covariates"):
         inf.cr2(res)
+
+
+# ----------------------------------------------------------------------------------- Sun-Abraham
+@pytest.mark.parametrize("weighted", [False, True])
+def test_sun_abraham_rows_equal_brute_force(weighted: bool) -> None:
+    """The interaction-weighted regression spelled out (cell, unit and period dummies; statsmodels WLS);
+    each reported row's contrast is its fixed-share weights on the cell dummies."""
+    frame = pl.read_csv(MPDTA)
+    keep = frame.get_column("countyreal").unique().sort()[::3]  # a third of the counties: a quick brute force
+    frame = frame.filter(pl.col("countyreal").is_in(keep.implode())).with_columns(
+        (1.0 + (pl.col("countyreal") % 7).cast(pl.Float64)).alias("w")  # unequal weights
+    )
+    options = {"weights": "w"} if weighted else {}
+    res = fit_staggered(
+        frame, estimator="sun-abraham", yname="lemp", idname="countyreal", tname="year", gname="first.treat",
+        **options,
+    )  # fmt: skip
+    d = frame.to_pandas()
+    g, t = d["first.treat"].to_numpy(), d["year"].to_numpy()
+    cells = [np.asarray((g == c) & (t - c == e), float) for c, e in res.cells]
+    units = np.unique(d["countyreal"], return_inverse=True)[1]
+    x = np.column_stack(
+        [*cells, np.eye(units.max() + 1)[units], *[(t == s).astype(float) for s in sorted(set(t))[1:]]]
+    )
+    assert np.linalg.matrix_rank(x) == x.shape[1]
+    w = d["w"].to_numpy() if weighted else np.ones(len(d))
+    resid = sm.WLS(d["lemp"].to_numpy(), x, weights=w).fit().resid
+    out = inf.apply_inference(res, "cr2").tidy()
+    assert out.filter(pl.col("term") == "att").item(0, "std_error") == res.att[1]  # CR1 stays
+    k = len(res.cells)
+    checks = {"att": res.att_weights, **{f"cohort:{c}": v for c, v in res.cohort_weights.items()}}
+    for i, e in enumerate(res.event_times):
+        r = np.zeros(k)
+        for j, (_, ej) in enumerate(res.cells):
+            r[j] = res.shares[e].get(res.cells[j][0], 0.0) if ej == e else 0.0
+        checks[f"e:{e}"] = r
+        assert r @ res.cell_estimates == pytest.approx(res.coefficients[i])
+    for term, weights in checks.items():
+        ell = np.concatenate([weights, np.zeros(x.shape[1] - k)])
+        scores, gamma = brute(x, w, resid, units, ell)
+        row = out.filter(pl.col("term") == term).row(0, named=True)
+        assert_row(row, math.sqrt(np.sum(scores**2)), bm_df(gamma), labelled=term == "att")
+    assert out.filter(pl.col("reference")).item(0, "p_value") is None  # the reference row keeps no test

@@ -121,7 +121,7 @@ def test_logodds_scale_and_month_cohorts(race_panel: Path) -> None:
     ("args", "message"),
     [
         (["--estimator", "bjs", "--inference", "wild"], "--inference wild applies to the TWFE"),
-        (["--estimator", "sun-abraham", "--inference", "cr2"], "--inference cr2 applies to the TWFE"),
+        (["--estimator", "bjs", "--inference", "cr2"], "--inference cr2 applies to the TWFE"),
         (["--estimator", "bjs", "--control", "never"], "--control applies to --estimator"),
         (["--estimator", "etwfe", "--base-period", "universal"], "--base-period applies"),
         (["--estimator", "bjs", "--scale", "logodds"], "--scale and --cohort apply to the race layout"),
@@ -142,8 +142,8 @@ def test_race_layout_refusals(race_panel: Path) -> None:
     assert res.exit_code != 0 and "scale='logodds' applies to the linear estimators" in res.output
 
 
-def test_etwfe_cr2_race_layout_and_generic(race_panel: Path) -> None:
-    """`--estimator etwfe --inference cr2`: every link-scale row gets CR2 p and interval, as the API."""
+def test_cr2_etwfe_and_sun_abraham(race_panel: Path) -> None:
+    """`--inference cr2` with etwfe (every link-scale row) and sun-abraham (every row): as the API."""
     from stopdisparity.models.inference import apply_inference
 
     rows = _json(["--panel", str(race_panel), "--estimator", "etwfe", "--inference", "cr2"])
@@ -155,3 +155,7 @@ def test_etwfe_cr2_race_layout_and_generic(race_panel: Path) -> None:
         assert got["std_error"] == cr1["std_error"] and got["ci_low"] != cr1["ci_low"]
     generic = _json([*GENERIC, "--estimator", "etwfe", "--family", "linear", "--inference", "cr2"])
     assert generic[0]["term"] == "att" and generic[0]["inference"].startswith("CR2")
+    sa = _json(["--panel", str(race_panel), "--estimator", "sun-abraham", "--inference", "cr2"])
+    fit_sa = fit_staggered_race(pl.read_parquet(race_panel), estimator="sun-abraham")
+    assert sa == apply_inference(fit_sa, "cr2").tidy().to_dicts()
+    assert {r["inference"][:3] for r in sa if not r["reference"]} == {"CR2"}

@@ -724,9 +724,11 @@ def _did_result(
 
     check_choice("--inference", inference, DID_INFERENCE)
     check_choice("--missing", missing, ("raise", "drop"))
-    if estimator in STAGGERED and inference != "cluster" and (estimator, inference) != ("etwfe", "cr2"):
+    cr2_staggered = inference == "cr2" and estimator in ("etwfe", "sun-abraham")
+    if estimator in STAGGERED and inference != "cluster" and not cr2_staggered:
         raise StopDisparityError(
-            f"--inference {inference} applies to the TWFE models and the event study (and cr2 to etwfe); "
+            f"--inference {inference} applies to the TWFE models and the event study (cr2 also to etwfe "
+            f"and sun-abraham); "
             f"{estimator} reports its own inference (callaway-santanna: a multiplier bootstrap with "
             "--draws and --seed)"
         )

@@ -55,6 +55,7 @@ Human Resources 50(2), 317-372. https://doi.org/10.3368/jhr.50.2.317
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -67,7 +68,7 @@ import scipy.linalg
 import scipy.sparse as sp
 
 from stopdisparity.errors import SparseCellWarning, SpecificationError
-from stopdisparity.models import _fe
+from stopdisparity.models import _cr2, _fe
 from stopdisparity.models._staggered_data import (
     CLUSTER,
     PERIOD,
@@ -104,6 +105,8 @@ class FeWls:
     #: Per-cluster influence :math:`s_c H^{-1}` (G × p); its cross-product is the CR0 covariance.
     influence: np.ndarray
     small_sample: _fe.SmallSample
+    #: The WLS residuals (:func:`sparse_fe_wls`; None from :func:`fe_wls`).
+    resid: np.ndarray | None = None
 
     @property
     def vcov_cr0(self) -> np.ndarray:
@@ -225,7 +228,7 @@ def sparse_fe_wls(
         fe_nested=(_fe.nested_in(u, c), _fe.nested_in(t, c)),
         g=n_c,
     )
-    return FeWls(coef[:k], np.linalg.inv(block), influence, small)
+    return FeWls(coef[:k], np.linalg.inv(block), influence, small, resid)
 
 
 def cluster_codes(series: pl.Series) -> np.ndarray:
@@ -287,6 +290,14 @@ class SunAbrahamResult:
     outcome_scale: str = "level"
     vcov_type: str = "CR1"
     estimator: str = "sun-abraham"
+    #: The regression in the form :func:`stopdisparity.models.inference.cr2` needs; its contrasts are the
+    #: reported event times, the ATT and the cohorts, in ``tidy()``'s order.
+    cr2_fit: _cr2.Cr2Fit | None = None
+    inference: _fe.Inference | None = None
+
+    def with_inference(self, inference: _fe.Inference) -> SunAbrahamResult:
+        """A copy whose ``tidy()`` takes p-values, intervals and label from ``inference``."""
+        return dataclasses.replace(self, inference=inference)
 
     @property
     def std_errors(self) -> np.ndarray:
@@ -394,6 +405,10 @@ class SunAbrahamResult:
         estimand: str | None = None,
     ) -> TidyRow:
         stat, p, lo, hi = stats
+        label = "analytical (CR1, t(G-1); delta method with fixed cohort shares)"
+        if self.inference is not None and term in self.inference.p_value:
+            p, label = self.inference.p_value[term], self.inference.label
+            lo, hi = self.inference.ci.get(term, (math.nan, math.nan))
         return TidyRow(
             term,
             est if math.isfinite(est) else None,
@@ -406,7 +421,7 @@ class SunAbrahamResult:
             self.n_clusters,
             self.estimator,
             on_scale(estimand or self.estimand, self.outcome_scale),
-            "analytical (CR1, t(G-1); delta method with fixed cohort shares)",
+            label,
             extra,
         )
 
@@ -528,13 +543,19 @@ def sun_abraham(
     w = f.get_column(N).to_numpy().astype(float)
     if np.any(w <= 0):
         raise SpecificationError("Sun-Abraham: the row weight n must be > 0 in every cell")
+    regressors = sp.hstack([d, sp.csr_matrix(xcov)], format="csr")
+    unit, tid, clusters = (
+        f.get_column(UID).to_numpy(),
+        f.get_column(TID).to_numpy(),
+        cluster_codes(f.get_column(CLUSTER)),
+    )
     fit = sparse_fe_wls(
         f.get_column(Y).to_numpy(),
-        sp.hstack([d, sp.csr_matrix(xcov)], format="csr"),
-        unit=f.get_column(UID).to_numpy(),
-        period=f.get_column(TID).to_numpy(),
+        regressors,
+        unit=unit,
+        period=tid,
         weights=w,
-        cluster=cluster_codes(f.get_column(CLUSTER)),
+        cluster=clusters,
         what="Sun-Abraham regression",
     )
     k = len(cells)
@@ -572,6 +593,17 @@ def sun_abraham(
     n_treated = {int(e): int(u) for e, u in units_at.iter_rows()}
     warn_thin_cells(
         units_at.filter(pl.col("e").is_in(reported)), label="Sun-Abraham event time", stacklevel=3
+    )
+    contrasts = np.vstack([r, att_w[None, :], *(cw[None, :] for cw in cohort_w.values())]).T  # tidy() order
+    assert fit.resid is not None
+    cr2_fit = _cr2.Cr2Fit(
+        (np.unique(unit, return_inverse=True)[1], np.unique(tid, return_inverse=True)[1]),
+        regressors,
+        w,
+        fit.resid,
+        clusters,
+        fit.small_sample.g,
+        np.vstack([contrasts, np.zeros((xcov.shape[1], contrasts.shape[1]))]),
     )
     cov_names = tuple(panel.columns.get("covariates") or ())
     cov_se = np.sqrt(np.diag(vcov_all)[k:])
@@ -615,6 +647,7 @@ def sun_abraham(
         covariate_se=cov_se,
         columns=dict(panel.columns),
         lineage=lineage,
+        cr2_fit=cr2_fit,
     )
 
 

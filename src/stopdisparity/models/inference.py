@@ -163,6 +163,7 @@ from stopdisparity.models import _cr2, _event, _fe
 from stopdisparity.models._etwfe import EtwfeResult
 from stopdisparity.models._fe import CLUSTER, GROUP, PERIOD, POPULATION, RACE, STOPS, TREATED, UNIT, Inference
 from stopdisparity.models._panel import covariate_columns
+from stopdisparity.models._sunab import SunAbrahamResult
 from stopdisparity.models.counts import CountsResult, refit_counts
 from stopdisparity.models.did import DidResult
 from stopdisparity.models.event_study import EventStudyResult
@@ -735,7 +736,7 @@ def _cr2_fit(des: _Design, z: np.ndarray, contrasts: np.ndarray) -> _cr2.Cr2Fit:
     return _cr2.Cr2Fit(des.fe_codes, z, w, resid, des.cluster_codes, des.g, contrasts)
 
 
-def cr2(result: Result | EtwfeResult, *, alpha: float = 0.05) -> Any:
+def cr2(result: Result | EtwfeResult | SunAbrahamResult, *, alpha: float = 0.05) -> Any:
     r"""CR2 (bias-reduced) p-values and intervals with Bell–McCaffrey degrees of freedom.
 
     The remedy for CR1's downward bias when the treatment's information sits in a few clusters
@@ -754,8 +755,8 @@ def cr2(result: Result | EtwfeResult, *, alpha: float = 0.05) -> Any:
         are in the label).
     """
     _check_alpha(alpha)
-    if isinstance(result, EtwfeResult):
-        return _cr2_etwfe(result, alpha)
+    if isinstance(result, EtwfeResult | SunAbrahamResult):
+        return _cr2_staggered(result, alpha)
     _check_result(result, "cr2")
     designs, terms = _model(result)
     if isinstance(result, EventStudyResult):
@@ -785,22 +786,37 @@ def _cr2_label(result: Any, parts: list[str]) -> str:
     return f"CR2 (Bell-McCaffrey) {_cluster_text(result)}; {'; '.join(parts)}"
 
 
-def _cr2_etwfe(result: EtwfeResult, alpha: float) -> EtwfeResult:
-    """CR2 of every link-scale aggregate of an ETWFE fit (its pooled regression, :class:`EtwfeResult`)."""
+def _cr2_staggered(result: EtwfeResult | SunAbrahamResult, alpha: float) -> Any:
+    """CR2 of every reported aggregate of an ETWFE (link scale) or Sun-Abraham fit, from its regression."""
     if result.cr2_fit is None:
         raise SpecificationError(
             "cr2 for etwfe needs a fit without covariates (their cell slopes make each aggregate a "
             "function of the covariate means); drop --covariates or use the analytical CR1"
         )
+    if isinstance(result, EtwfeResult):
+        terms = result.aggregates.get_column("term").to_list()
+        estimates = result.aggregates.get_column("estimate").to_numpy()
+    else:
+        terms = [f"e:{e}" for e in result.event_times] + ["att"]
+        terms += [f"cohort:{g}" for g in result.cohort_weights]
+        estimates = np.concatenate(
+            [result.coefficients, [result.att[0]], [v[0] for v in result.cohort_effects().values()]]
+        )
     res = _cr2.cr2(result.cr2_fit)
-    p_values, cis, parts = {}, {}, []
-    for j, r in enumerate(result.aggregates.iter_rows(named=True)):
-        se2, df = float(res.std_errors[j]), float(res.df[j])
-        _, p, lo, hi = _fe.inference_stats(float(r["estimate"]), se2, alpha, df)
-        p_values[r["term"]], cis[r["term"]] = p, (lo, hi)
-        if j == 0:
-            parts.append(f"{r['term']} SE {se2:.4g}, t({df:.1f}); each aggregate its own df")
-    return result.with_inference(Inference(_cr2_label(result, parts), p_values, cis))
+    p_values, cis = {}, {}
+    for j, term in enumerate(terms):
+        _, p, lo, hi = _fe.inference_stats(
+            float(estimates[j]), float(res.std_errors[j]), alpha, float(res.df[j])
+        )
+        p_values[term], cis[term] = p, (lo, hi)
+    j = terms.index("att")
+    head = f"att SE {res.std_errors[j]:.4g}, t({res.df[j]:.1f}); each row its own df"
+    where = (
+        _cluster_text(result)  # type: ignore[arg-type]
+        if isinstance(result, EtwfeResult)
+        else f"by {result.columns.get('cluster')} (G={result.n_clusters})"
+    )
+    return result.with_inference(Inference(f"CR2 (Bell-McCaffrey) {where}; {head}", p_values, cis))
 
 
 def _jackknife(result: Result) -> np.ndarray:
@@ -2263,7 +2279,7 @@ def pretrend_bootstrap(
 
 
 # ----------------------------------------------------------------------------------- dispatcher
-def apply_inference(result: Result | EtwfeResult, method: Method, **options: Any) -> Any:
+def apply_inference(result: Result | EtwfeResult | SunAbrahamResult, method: Method, **options: Any) -> Any:
     """Apply one inference method to a fitted result and return the new result.
 
     ``cluster`` returns the analytical CR1/CR0 inference (any attached inference removed); ``cr2``,
@@ -2277,7 +2293,7 @@ def apply_inference(result: Result | EtwfeResult, method: Method, **options: Any
     covariates are accepted by every method (see the module notes).
     """
     check_choice("method", method, METHODS)
-    if method == "cr2" and isinstance(result, EtwfeResult):
+    if method == "cr2" and isinstance(result, EtwfeResult | SunAbrahamResult):
         return cr2(result, **options)
     _check_result(result, "apply_inference")
     if method == "cluster":
