@@ -27,7 +27,7 @@ from stopdisparity.models import inference as inf
 from stopdisparity.models._etwfe import etwfe
 from stopdisparity.models.counts import CountsResult, fit_counts
 from stopdisparity.models.did import DidResult
-from stopdisparity.models.event_study import EventStudyResult
+from stopdisparity.models.event_study import EventStudyResult, fit_event_study_panel
 from stopdisparity.models.staggered import fit_staggered
 from test_etwfe import _binomial_panel, _prep, _spelled_out
 from test_inference import cluster_codes, dummies, fit, make_panel
@@ -44,14 +44,13 @@ pytestmark = pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")
 
 
 # ------------------------------------------------------------------------------------- brute force
-def brute(
+def brute_g(
     x: np.ndarray, w: np.ndarray, resid: np.ndarray, clusters: np.ndarray, ell: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-cluster CR2 scores (ordered by code) and Γ = G'G, explicitly (x full rank)."""
+    """Per-cluster CR2 scores and the n × G matrix G of one contrast, explicitly (x full rank)."""
     xt = np.sqrt(w)[:, None] * x
     b = np.linalg.inv(xt.T @ xt)
-    h = xt @ b @ xt.T
-    m = np.eye(w.size) - h
+    m = np.eye(w.size) - xt @ b @ xt.T
     e = np.sqrt(w) * resid
     scores, columns = [], []
     for g in np.unique(clusters):
@@ -60,8 +59,35 @@ def brute(
         u = root @ xt[idx] @ b @ ell
         scores.append(u @ e[idx])
         columns.append(m[:, idx] @ u)
-    g_mat = np.column_stack(columns)
-    return np.array(scores), g_mat.T @ g_mat
+    return np.array(scores), np.column_stack(columns)
+
+
+def brute(
+    x: np.ndarray, w: np.ndarray, resid: np.ndarray, clusters: np.ndarray, ell: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-cluster CR2 scores (ordered by code) and Γ = G'G, explicitly (x full rank)."""
+    scores, g_mat = brute_g(x, w, resid, clusters, ell)
+    return scores, g_mat.T @ g_mat
+
+
+def brute_htz(x: np.ndarray, w: np.ndarray, resid: np.ndarray, clusters: np.ndarray, ells: np.ndarray,
+              b_hat: np.ndarray) -> tuple[float, float]:  # fmt: skip
+    """HTZ F and denominator df from explicit G matrices, with loops over the entries."""
+    pieces = [brute_g(x, w, resid, clusters, ell) for ell in ells.T]
+    s = np.column_stack([p[0] for p in pieces])
+    gs = [p[1] for p in pieces]
+    q = len(gs)
+    omega = np.array([[np.trace(gs[a].T @ gs[b]) for b in range(q)] for a in range(q)])
+    root = np.real(scipy.linalg.sqrtm(np.linalg.inv(omega)))
+    star = [sum(root[a, c] * gs[c] for c in range(q)) for a in range(q)]  # standardised G matrices
+    var = 0.0
+    for a in range(q):
+        for b in range(q):
+            aa, bb, ab = star[a].T @ star[a], star[b].T @ star[b], star[a].T @ star[b]
+            var += float(np.sum(aa * bb) + np.sum(ab * ab.T))
+    eta = q * (q + 1) / var
+    stat = float(b_hat @ np.linalg.solve(s.T @ s, b_hat))
+    return (eta - q + 1) / (eta * q) * stat, eta - q + 1
 
 
 def bm_df(gamma: np.ndarray) -> float:
@@ -334,3 +360,70 @@ def test_sun_abraham_rows_equal_brute_force(weighted: bool) -> None:
         row = out.filter(pl.col("term") == term).row(0, named=True)
         assert_row(row, math.sqrt(np.sum(scores**2)), bm_df(gamma), labelled=term == "att")
     assert out.filter(pl.col("reference")).item(0, "p_value") is None  # the reference row keeps no test
+
+
+# ---------------------------------------------------------------------------- joint tests: HTZ
+def test_htz_with_one_contrast_is_the_bm_t_test() -> None:
+    fit_, _ = random_fit(1, contrasts=1)
+    res = _cr2.cr2(fit_)
+    b = np.array([0.37])
+    htz = _cr2.wald_htz(fit_, b)
+    t = b[0] / res.std_errors[0]
+    assert htz.df_den == pytest.approx(res.df[0], rel=1e-10)
+    assert htz.f == pytest.approx(t**2, rel=1e-10)
+    assert htz.p_value == pytest.approx(2 * stats.t(res.df[0]).sf(abs(t)), rel=1e-9)
+
+
+@pytest.mark.parametrize("seed", [0, 2])
+def test_htz_equals_brute_force(seed: int) -> None:
+    fit_, x = random_fit(seed)
+    ells = np.zeros((x.shape[1], 2))
+    ells[-2:] = np.eye(2)
+    b_hat = np.array([0.2, -0.1])
+    f, df_den = brute_htz(x, fit_.w, fit_.resid, fit_.cluster_codes, ells, b_hat)
+    htz = _cr2.wald_htz(fit_, b_hat)
+    assert (htz.f, htz.df_den) == pytest.approx((f, df_den), rel=1e-8)
+    assert htz.p_value == pytest.approx(stats.f.sf(f, 2, df_den), rel=1e-8)
+
+
+def test_htz_moments_match_the_working_model_by_simulation() -> None:
+    """Under the working model E[V*] = I and Σ Var(V*_ab) = q(q+1)/η: what η is built to match."""
+    fit_, x = random_fit(3)
+    xt = np.sqrt(fit_.w)[:, None] * x
+    annihilator = np.eye(x.shape[0]) - xt @ np.linalg.pinv(xt)
+    parts = _cr2.cr2_parts(fit_)
+    q = 2
+    cross = np.array([[parts.cross(s, t) for t in range(q)] for s in range(q)])
+    omega = np.trace(cross, axis1=2, axis2=3)
+    root = np.real(scipy.linalg.sqrtm(np.linalg.inv(omega)))
+    eta = _cr2.wald_htz(fit_, np.ones(q)).df_den + q - 1
+    rng = np.random.default_rng(8)
+    draws = []
+    for _ in range(3000):  # whitened errors N(0, I); their whitened residuals (I - H)e, unwhitened
+        e = annihilator @ rng.normal(size=fit_.w.size) / np.sqrt(fit_.w)
+        sim = _cr2.Cr2Fit(fit_.fe_codes, fit_.z, fit_.w, e, fit_.cluster_codes, fit_.g, fit_.contrasts)
+        s = _cr2.cr2_parts(sim).scores
+        draws.append(root @ (s.T @ s) @ root)
+    v = np.array(draws)
+    np.testing.assert_allclose(v.mean(axis=0), np.eye(q), atol=0.08)
+    total = float(np.sum(v.var(axis=0)))
+    assert total == pytest.approx(q * (q + 1) / eta, rel=0.12)
+
+
+def test_event_study_pretrend_cr2() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = fit_event_study_panel(
+            make_generic(seed=4), idname="id", tname="t", gname="g", xnames=("x1",), group="st",
+            estimator="linear", window=(-4, 2), sup_t_draws=100, yname="share",
+        )  # fmt: skip
+    assert len(result.leads) == 2
+    out = result.pretrend_test(method="cr2")
+    y, prior, dums, free = es_design(result)
+    x = np.column_stack([dums, free])
+    resid = sm.WLS(y, x, weights=prior).fit().resid
+    idx = [result.estimated.index(e) for e in result.leads]
+    ells = np.eye(x.shape[1])[:, idx]
+    f, df_den = brute_htz(x, prior, resid, cluster_codes(result.sample), ells, result.estimates[idx])
+    assert out["method"] == "cr2" and out["statistic"] == pytest.approx(f, rel=1e-7)
+    assert out["p_value"] == pytest.approx(stats.f.sf(f, len(idx), df_den), rel=1e-7)

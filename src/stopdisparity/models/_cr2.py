@@ -22,6 +22,9 @@ Bell, R. M. & McCaffrey, D. F. (2002). Bias reduction in standard errors for lin
 multi-stage samples. Survey Methodology 28(2), 169-181.
 Imbens, G. W. & Kolesár, M. (2016). Robust standard errors in small samples: some practical advice.
 Review of Economics and Statistics 98(4), 701-712. https://doi.org/10.1162/REST_a_00552
+Tipton, E. & Pustejovsky, J. E. (2015). Small-sample adjustments for tests of moderators and model fit
+using robust variance estimation in meta-regression. Journal of Educational and Behavioral Statistics
+40(6), 604-634. https://doi.org/10.3102/1076998615606099
 Pustejovsky, J. E. & Tipton, E. (2018). Small-sample methods for cluster-robust variance estimation
 and hypothesis testing in fixed effects models. Journal of Business & Economic Statistics 36(4),
 672-683. https://doi.org/10.1080/07350015.2016.1247004
@@ -65,10 +68,25 @@ class Cr2Fit:
 
 @dataclass(frozen=True, slots=True)
 class Cr2Parts:
-    """Per-cluster CR2 scores (G × m) and, per contrast, Γ (m × G × G) of one fit."""
+    r"""Per-cluster CR2 scores (G × m) of one fit and what :math:`\Gamma_{st} = G_s'G_t` is built from.
+
+    ``uu[g]`` holds :math:`u_{sg}'u_{tg}` (m × m), ``z[s]`` the k × G matrix :math:`Z_s` and ``bz[s]``
+    :math:`BZ_s`, so that :math:`\Gamma_{st} = \mathrm{diag}_g(u_{sg}'u_{tg}) - Z_s'BZ_t`.
+    """
 
     scores: np.ndarray
-    gamma: np.ndarray
+    uu: np.ndarray
+    z: np.ndarray
+    bz: np.ndarray
+
+    def cross(self, s: int, t: int) -> np.ndarray:
+        r""":math:`\Gamma_{st}` (G × G): contrasts s and t's cluster-term covariance (working model)."""
+        return np.diag(self.uu[:, s, t]) - self.z[s].T @ self.bz[t]
+
+    @property
+    def gamma(self) -> np.ndarray:
+        r""":math:`\Gamma_{ss}` of every contrast (m × G × G)."""
+        return np.stack([self.cross(j, j) for j in range(self.scores.shape[1])])
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +131,7 @@ def cr2_parts(fit: Cr2Fit) -> Cr2Parts:
     order = np.argsort(fit.cluster_codes, kind="stable")
     bounds = np.searchsorted(fit.cluster_codes[order], np.arange(fit.g + 1))
     scores = np.zeros((fit.g, m))
-    uu = np.zeros((m, fit.g))
+    uu = np.zeros((fit.g, m, m))
     zmat = np.zeros((m, k, fit.g))
     for g in range(fit.g):
         idx = order[bounds[g] : bounds[g + 1]]
@@ -125,10 +143,9 @@ def cr2_parts(fit: Cr2Fit) -> Cr2Parts:
         root = np.where(vals > _EIG_TOL, 1.0 / np.sqrt(np.clip(vals, _EIG_TOL, None)), 0.0)
         u = (vecs * root) @ (vecs.T @ np.asarray(xg @ bl))  # T × m
         scores[g] = u.T @ e[idx]
-        uu[:, g] = np.einsum("tj,tj->j", u, u)
+        uu[g] = u.T @ u
         zmat[:, :, g] = np.asarray(xg.T @ u).T
-    gamma = np.stack([np.diag(uu[j]) - zmat[j].T @ b @ zmat[j] for j in range(m)])
-    return Cr2Parts(scores, gamma)
+    return Cr2Parts(scores, uu, zmat, np.einsum("kl,mlg->mkg", b, zmat))
 
 
 def combine(parts: Sequence[Cr2Parts], weights: np.ndarray) -> Cr2:
@@ -156,10 +173,66 @@ def combine(parts: Sequence[Cr2Parts], weights: np.ndarray) -> Cr2:
     return Cr2(scores.T @ scores, df)
 
 
+@dataclass(frozen=True, slots=True)
+class HtzTest:
+    """A joint CR2 Wald test with the Hotelling T² approximation (Pustejovsky & Tipton 2018)."""
+
+    statistic: float
+    f: float
+    df_num: int
+    df_den: float
+    p_value: float
+
+
+def wald_htz(fit: Cr2Fit, estimates: np.ndarray) -> HtzTest:
+    r"""Joint test that the contrasts of ``fit`` are all 0, with the CR2 covariance and HTZ df.
+
+    :math:`Q = \hat b'V_{CR2}^{-1}\hat b` is referred to :math:`\frac{\eta q}{\eta-q+1}F(q,\eta-q+1)`,
+    where :math:`\eta = q(q+1)/\sum_{a,b}\mathrm{Var}(V^*_{ab})` matches the moments of the
+    standardised :math:`V^* = \Omega^{-1/2}V_{CR2}\Omega^{-1/2}` (:math:`\Omega = E[V_{CR2}]`) to
+    those of a Wishart under the working model (Pustejovsky & Tipton 2018, section 3.2; Tipton &
+    Pustejovsky 2015). With one contrast it is the Bell–McCaffrey t test.
+    """
+    from scipy import stats
+
+    q = fit.contrasts.shape[1]
+    if q == 0:
+        raise SpecificationError("a joint test needs at least one contrast")
+    parts = cr2_parts(fit)
+    v = parts.scores.T @ parts.scores
+    stat = float(estimates @ np.linalg.solve(v, estimates))
+    cross = np.array([[parts.cross(s, t) for t in range(q)] for s in range(q)])  # q × q × G × G
+    omega = np.trace(cross, axis1=2, axis2=3)
+    vals, vecs = np.linalg.eigh((omega + omega.T) / 2)
+    w = (vecs / np.sqrt(vals)) @ vecs.T
+    star = np.einsum("as,bt,stgh->abgh", w, w, cross)
+    var = sum(
+        float(np.sum(star[a, a] * star[b, b]) + np.sum(star[a, b] * star[b, a]))
+        for a in range(q)
+        for b in range(q)
+    )
+    eta = q * (q + 1) / var
+    df_den = eta - q + 1
+    if df_den <= 0:
+        return HtzTest(stat, float("nan"), q, df_den, float("nan"))
+    f = df_den / (eta * q) * stat
+    return HtzTest(stat, f, q, df_den, float(stats.f.sf(f, q, df_den)))
+
+
 def cr2(fit: Cr2Fit) -> Cr2:
     """CR2 covariance and Bell–McCaffrey df of one fit's contrasts."""
     m = fit.contrasts.shape[1]
     return combine([cr2_parts(fit)], np.eye(m)[None])
 
 
-__all__ = ["MAX_COEFFICIENTS", "Cr2", "Cr2Fit", "Cr2Parts", "combine", "cr2", "cr2_parts"]
+__all__ = [
+    "MAX_COEFFICIENTS",
+    "Cr2",
+    "Cr2Fit",
+    "Cr2Parts",
+    "HtzTest",
+    "combine",
+    "cr2",
+    "cr2_parts",
+    "wald_htz",
+]

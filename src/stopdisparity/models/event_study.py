@@ -360,7 +360,7 @@ class EventStudyResult(_fe.ClusteredResult):
         alpha: float = 0.05,
         slope: float | None = None,
         *,
-        method: Literal["wald", "score", "wild"] = "wald",
+        method: Literal["wald", "cr2", "score", "wild"] = "wald",
         draws: int = 999,
         seed: int | None = None,
     ) -> dict[str, Any]:
@@ -381,12 +381,15 @@ class EventStudyResult(_fe.ClusteredResult):
         slope
             A slope (per event-time unit, on the estimate's scale) at which to report the power.
         method
-            ``wald`` (default: the statistic against :math:`\chi^2_{|L|}`), or a bootstrap with all
+            ``wald`` (default: the statistic against :math:`\chi^2_{|L|}`); ``cr2``: the Wald statistic
+            with the CR2 covariance against the HTZ reference :math:`\frac{\eta q}{\eta-q+1}F(q,
+            \eta-q+1)` (Pustejovsky & Tipton 2018; :func:`stopdisparity.models.inference.pretrend_cr2`),
+            which keeps its size where the CR1 Wald does not; or a bootstrap with all
             leads = 0 imposed (:func:`stopdisparity.models.inference.pretrend_bootstrap`): ``wild``
             (linear; the Wald statistic) or ``score`` (logit; the score statistic, Kline & Santos
-            2012). With few effective clusters the chi-squared reference over-rejects; the bootstrap
-            p-value replaces it (``statistic`` is then the bootstrapped one; the power figures stay
-            those of the Wald test).
+            2012). With few effective clusters the chi-squared reference over-rejects; the HTZ or
+            bootstrap p-value replaces it (``statistic`` is then the HTZ F or the bootstrapped one;
+            the power figures stay those of the CR1 Wald test).
         draws, seed
             Bootstrap draws (Rademacher weights; all 2^G sign vectors when G ≤ 12) and their seed.
 
@@ -398,14 +401,19 @@ class EventStudyResult(_fe.ClusteredResult):
         """
         if not (0 < alpha < 1):
             raise SpecificationError(f"alpha must be in (0, 1); got {alpha!r}")
-        check_choice("method", method, ("wald", "score", "wild"))
+        check_choice("method", method, ("wald", "cr2", "score", "wild"))
         idx = [self.estimated.index(e) for e in self.leads]
         b = self.estimates[idx]
         v = self.vcov[np.ix_(idx, idx)]
         a = np.array([e - self.reference for e in self.leads], dtype=float)
         stat, k, p = _event.wald(b, v)
         ok = k > 0
-        if method != "wald":
+        if method == "cr2":
+            from stopdisparity.models.inference import pretrend_cr2
+
+            htz = pretrend_cr2(self) if ok else None
+            stat, p = (htz.f, htz.p_value) if htz is not None else (math.nan, math.nan)
+        elif method != "wald":
             from stopdisparity.models.inference import pretrend_bootstrap
 
             boot = pretrend_bootstrap(self, method=method, draws=draws, seed=seed)

@@ -149,7 +149,7 @@ import dataclasses
 import itertools
 import math
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -736,6 +736,27 @@ def _cr2_fit(des: _Design, z: np.ndarray, contrasts: np.ndarray) -> _cr2.Cr2Fit:
     return _cr2.Cr2Fit(des.fe_codes, z, w, resid, des.cluster_codes, des.g, contrasts)
 
 
+def _event_cr2_fit(designs: tuple[_Design, ...], terms: Iterable[int]) -> _cr2.Cr2Fit:
+    """The whole event study as one CR2 fit, with a contrast per event-time term in ``terms``.
+
+    Columns: every event-time dummy in order, then the covariates; ``terms`` index ``designs``.
+    """
+    first = designs[0]
+    z = np.column_stack([first.d, first.x])
+    return _cr2_fit(first, z, np.eye(z.shape[1])[:, list(terms)])
+
+
+def pretrend_cr2(result: EventStudyResult) -> _cr2.HtzTest:
+    """Joint test of the leads with the CR2 covariance and the HTZ reference (Pustejovsky & Tipton 2018).
+
+    The analytical remedy for the CR1 Wald test's over-rejection with few effective clusters; the
+    leads are :attr:`~stopdisparity.models.event_study.EventStudyResult.leads`.
+    """
+    designs, _ = _model(result)
+    idx = [result.estimated.index(e) for e in result.leads]
+    return _cr2.wald_htz(_event_cr2_fit(designs, idx), np.asarray(result.estimates)[idx])
+
+
 def cr2(result: Result | EtwfeResult | SunAbrahamResult, *, alpha: float = 0.05) -> Any:
     r"""CR2 (bias-reduced) p-values and intervals with Bell–McCaffrey degrees of freedom.
 
@@ -760,10 +781,7 @@ def cr2(result: Result | EtwfeResult | SunAbrahamResult, *, alpha: float = 0.05)
     _check_result(result, "cr2")
     designs, terms = _model(result)
     if isinstance(result, EventStudyResult):
-        first = designs[0]
-        m = len(designs)
-        z = np.column_stack([first.d, first.x])  # every event-time dummy in order, then covariates
-        fits = [_cr2_fit(first, z, np.eye(z.shape[1])[:, :m])]
+        fits = [_event_cr2_fit(designs, range(len(designs)))]
         weights = np.array([[t.weights for t in terms]])  # one fit, its m contrasts: the identity
     else:
         fits = [
@@ -2322,6 +2340,7 @@ __all__ = [
     "cr2",
     "cr3",
     "pretrend_bootstrap",
+    "pretrend_cr2",
     "randomization_inference",
     "score_bootstrap",
     "score_bootstrap_setup",
