@@ -3,8 +3,10 @@
 References: a brute-force implementation written here (explicit n × n hat matrix of a full-rank
 dummy design, each cluster's inverse root by ``scipy.linalg.sqrtm`` of the pseudo-inverse, the n × G
 matrix G formed column by column, residuals and weights from statsmodels fits); statsmodels' HC2
-(CR2 with one observation per cluster); and the identity that makes CR2 "bias-reduced": under the
-working model its expectation, the trace of Γ, equals the model-based variance exactly.
+(CR2 with one observation per cluster); Welch's two-sample SE and, with equal variances, Welch's df
+(the Bell-McCaffrey df of a group dummy); the identity that makes CR2 "bias-reduced": under the
+working model its expectation, the trace of Γ, equals the model-based variance exactly; and, for the
+joint HTZ test, its moments checked by simulating the working model.
 """
 
 from __future__ import annotations
@@ -427,3 +429,25 @@ def test_event_study_pretrend_cr2() -> None:
     f, df_den = brute_htz(x, prior, resid, cluster_codes(result.sample), ells, result.estimates[idx])
     assert out["method"] == "cr2" and out["statistic"] == pytest.approx(f, rel=1e-7)
     assert out["p_value"] == pytest.approx(stats.f.sf(f, len(idx), df_den), rel=1e-7)
+
+
+def test_two_sample_case_is_welch_with_the_working_model_df() -> None:
+    """A regression on a group dummy with one observation per cluster: the CR2 SE is Welch's unequal-variance
+    SE (statsmodels CompareMeans), and the Bell-McCaffrey df is Welch-Satterthwaite's with the working
+    model's equal variances plugged in, (1/n1 + 1/n0)² / (1/(n1²(n1-1)) + 1/(n0²(n0-1))) (Imbens &
+    Kolesár 2016, section 3)."""
+    from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
+
+    rng = np.random.default_rng(12)
+    n1, n0 = 7, 31
+    y = np.concatenate([rng.normal(1.0, 3.0, n1), rng.normal(0.0, 1.0, n0)])
+    d = np.repeat([1.0, 0.0], [n1, n0])
+    x = np.column_stack([np.ones(n1 + n0), d])
+    ols = sm.OLS(y, x).fit()
+    res = _cr2.cr2(
+        _cr2.Cr2Fit((), x, np.ones(n1 + n0), ols.resid, np.arange(n1 + n0), n1 + n0, np.eye(2)[:, 1:])
+    )
+    welch = CompareMeans(DescrStatsW(y[:n1]), DescrStatsW(y[n1:])).std_meandiff_separatevar
+    assert res.std_errors[0] == pytest.approx(welch, rel=1e-10)
+    df = (1 / n1 + 1 / n0) ** 2 / (1 / (n1**2 * (n1 - 1)) + 1 / (n0**2 * (n0 - 1)))
+    assert res.df[0] == pytest.approx(df, rel=1e-10)
