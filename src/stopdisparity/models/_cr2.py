@@ -145,7 +145,7 @@ def cr2_parts(fit: Cr2Fit) -> Cr2Parts:
         scores[g] = u.T @ e[idx]
         uu[g] = u.T @ u
         zmat[:, :, g] = np.asarray(xg.T @ u).T
-    return Cr2Parts(scores, uu, zmat, np.einsum("kl,mlg->mkg", b, zmat))
+    return Cr2Parts(scores, uu, zmat, b @ zmat)  # B Z_s for every contrast (m × k × G)
 
 
 def combine(parts: Sequence[Cr2Parts], weights: np.ndarray) -> Cr2:
@@ -165,7 +165,7 @@ def combine(parts: Sequence[Cr2Parts], weights: np.ndarray) -> Cr2:
         scores += part.scores @ w.T
         for o in range(m_out):
             for j in np.flatnonzero(w[o]):
-                gamma[o] += w[o, j] ** 2 * part.gamma[j]
+                gamma[o] += w[o, j] ** 2 * part.cross(j, j)
     df = np.empty(m_out)
     for o in range(m_out):
         lam = np.linalg.eigvalsh(gamma[o])
