@@ -87,7 +87,6 @@ imported by :mod:`stopdisparity.policy`.
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -311,10 +310,7 @@ class EtwfeResult(_fe.ClusteredResult):
             est = float(r["estimate"])
             se = float(se_link[j])
             stat, p, lo, hi = _fe.inference_stats(est, se, alpha, self._df)
-            label = self.inference_label
-            if self.inference is not None and r["term"] in self.inference.p_value:
-                p, label = self.inference.p_value[r["term"]], self.inference.label
-                lo, hi = self.inference.ci.get(r["term"], (math.nan, math.nan))
+            p, lo, hi, label = _fe.attached(self.inference, r["term"], p, lo, hi, self.inference_label)
             extra: dict[str, Any] = {"aggregation": r["aggregation"], "n_treated_units": r["n_treated_units"]}
             if self.family == "logit":
                 extra |= {"pp_change": 100.0 * r["response"], "pp_std_error": 100.0 * float(se_resp[j])}

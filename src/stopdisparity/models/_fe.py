@@ -1053,6 +1053,20 @@ class Inference:
     covariates: tuple[str, ...] = ()
 
 
+def attached(
+    inference: Inference | None, term: str, p: float, lo: float, hi: float, label: str
+) -> tuple[float, float, float, str]:
+    """``(p_value, ci_low, ci_high, inference)`` of ``term`` in a ``tidy()`` row.
+
+    The attached inference's values when it lists the term (its interval NaN when it gives none), else
+    the analytical ones passed in; ``std_error`` is never replaced (DESIGN.md, Results).
+    """
+    if inference is None or term not in inference.p_value:
+        return p, lo, hi, label
+    lo, hi = inference.ci.get(term, (math.nan, math.nan))
+    return inference.p_value[term], lo, hi, inference.label
+
+
 # ---------------------------------------------------------------------------------------- lineage
 def package_versions() -> dict[str, str]:
     """Versions of Python and of the packages a fit depends on."""

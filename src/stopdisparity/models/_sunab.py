@@ -407,10 +407,9 @@ class SunAbrahamResult:
         estimand: str | None = None,
     ) -> TidyRow:
         stat, p, lo, hi = stats
-        label = "analytical (CR1, t(G-1); delta method with fixed cohort shares)"
-        if self.inference is not None and term in self.inference.p_value:
-            p, label = self.inference.p_value[term], self.inference.label
-            lo, hi = self.inference.ci.get(term, (math.nan, math.nan))
+        p, lo, hi, label = _fe.attached(
+            self.inference, term, p, lo, hi, "analytical (CR1, t(G-1); delta method with fixed cohort shares)"
+        )
         return TidyRow(
             term,
             est if math.isfinite(est) else None,

@@ -360,11 +360,7 @@ class CountsResult(_fe.ClusteredResult):
         for i, term in enumerate(self.terms):
             est, se = float(self.estimates[i]), float(self.std_errors[i])
             stat, p, lo, hi = _fe.inference_stats(est, se, alpha)
-            label = self.inference_label
-            if self.inference is not None and term in self.inference.p_value:
-                p = self.inference.p_value[term]
-                lo, hi = self.inference.ci.get(term, (math.nan, math.nan))
-                label = self.inference.label
+            p, lo, hi, label = _fe.attached(self.inference, term, p, lo, hi, self.inference_label)
             extra = {
                 "rate_ratio": math.exp(est),
                 "exposure": self.exposure,

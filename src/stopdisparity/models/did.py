@@ -442,9 +442,7 @@ class DidResult(_fe.ClusteredResult):
         the estimand "covariate coefficient (not a causal effect)".
         """
         stat, p, lo, hi = _fe.inference_stats(self.estimate, self.std_error, alpha, self._df)
-        if self.inference is not None and self.term in self.inference.p_value:
-            p = self.inference.p_value[self.term]
-            lo, hi = self.inference.ci.get(self.term, (math.nan, math.nan))
+        p, lo, hi, label = _fe.attached(self.inference, self.term, p, lo, hi, self._analytical_label)
         extra: dict[str, Any] = {"odds_ratio": self.odds_ratio}
         if self.estimator != "twfe-logit":
             del extra["odds_ratio"]
@@ -471,7 +469,7 @@ class DidResult(_fe.ClusteredResult):
                 self.clusters.g,
                 self.estimator,
                 self.estimand,
-                self.inference_label,
+                label,
                 extra,
             )
         ]
@@ -479,11 +477,7 @@ class DidResult(_fe.ClusteredResult):
             est = float(self.covariate_estimates[j])
             se = math.sqrt(float(np.sum(self.covariate_influence[:, j] ** 2)) * self._factor)
             stat, p, lo, hi = _fe.inference_stats(est, se, alpha, self._df)
-            label = self._analytical_label
-            if self.inference is not None and name in self.inference.p_value:
-                p = self.inference.p_value[name]
-                lo, hi = self.inference.ci.get(name, (math.nan, math.nan))
-                label = self.inference.label
+            p, lo, hi, label = _fe.attached(self.inference, name, p, lo, hi, self._analytical_label)
             rows.append(
                 TidyRow(
                     name,

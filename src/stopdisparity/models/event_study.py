@@ -306,10 +306,8 @@ class EventStudyResult(_fe.ClusteredResult):
 
     def _attached(self, term: str, p: float, lo: float, hi: float) -> tuple[float, float, float, str]:
         """p-value, interval and label of ``term``: from the attached inference when it lists the term."""
-        if self.inference is not None and term in self.inference.p_value:
-            lo, hi = self.inference.ci.get(term, (math.nan, math.nan))
-            return self.inference.p_value[term], lo, hi, self.inference.label
-        return p, lo, hi, f"{self.vcov_type} by {self.columns['cluster']} ({self.clusters.g} clusters)"
+        analytical = f"{self.vcov_type} by {self.columns['cluster']} ({self.clusters.g} clusters)"
+        return _fe.attached(self.inference, term, p, lo, hi, analytical)
 
     def with_inference(self, inference: Inference) -> EventStudyResult:
         """A copy whose ``tidy()`` takes p-values, intervals and label from ``inference``.

@@ -149,7 +149,7 @@ import dataclasses
 import itertools
 import math
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -790,18 +790,28 @@ def cr2(result: Result | EtwfeResult | SunAbrahamResult, *, alpha: float = 0.05)
         ]
         weights = np.array([[[t.weights[j]] for t in terms] for j in range(len(designs))])
     res = _cr2.combine([_cr2.cr2_parts(f) for f in fits], weights)
-    p_values, cis, parts = {}, {}, []
-    for i, term in enumerate(terms):
-        se2 = float(res.std_errors[i])
-        _, p, lo, hi = _fe.inference_stats(term.estimate, se2, alpha, float(res.df[i]))
-        p_values[term.name], cis[term.name] = p, (lo, hi)
-        what = f"SE {se2:.4g}, t({res.df[i]:.1f})"
-        parts.append(f"{term.name} {what}" if len(terms) > 1 else what)
-    return _attach(result, _cr2_label(result, parts), p_values, cis)
+    names = [t.name for t in terms]
+    p_values, cis = _cr2_tests(names, [t.estimate for t in terms], res, alpha)
+    parts = [f"SE {se:.4g}, t({df:.1f})" for se, df in zip(res.std_errors, res.df, strict=True)]
+    if len(terms) > 1:
+        parts = [f"{name} {what}" for name, what in zip(names, parts, strict=True)]
+    return _attach(result, _cr2_label(_cluster_text(result), "; ".join(parts)), p_values, cis)
 
 
-def _cr2_label(result: Any, parts: list[str]) -> str:
-    return f"CR2 (Bell-McCaffrey) {_cluster_text(result)}; {'; '.join(parts)}"
+def _cr2_tests(
+    names: list[str], estimates: Sequence[float] | np.ndarray, res: _cr2.Cr2, alpha: float
+) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
+    """p-values and intervals of each term: its CR2 SE with a t on its own Bell-McCaffrey df."""
+    p_values, cis = {}, {}
+    for j, name in enumerate(names):
+        se, df = float(res.std_errors[j]), float(res.df[j])
+        _, p, lo, hi = _fe.inference_stats(float(estimates[j]), se, alpha, df)
+        p_values[name], cis[name] = p, (lo, hi)
+    return p_values, cis
+
+
+def _cr2_label(where: str, detail: str) -> str:
+    return f"CR2 (Bell-McCaffrey) {where}; {detail}"
 
 
 def _cr2_staggered(result: EtwfeResult | SunAbrahamResult, alpha: float) -> Any:
@@ -821,12 +831,7 @@ def _cr2_staggered(result: EtwfeResult | SunAbrahamResult, alpha: float) -> Any:
             [result.coefficients, [result.att[0]], [v[0] for v in result.cohort_effects().values()]]
         )
     res = _cr2.cr2(result.cr2_fit)
-    p_values, cis = {}, {}
-    for j, term in enumerate(terms):
-        _, p, lo, hi = _fe.inference_stats(
-            float(estimates[j]), float(res.std_errors[j]), alpha, float(res.df[j])
-        )
-        p_values[term], cis[term] = p, (lo, hi)
+    p_values, cis = _cr2_tests(terms, estimates, res, alpha)
     j = terms.index("att")
     head = f"att SE {res.std_errors[j]:.4g}, t({res.df[j]:.1f}); each row its own df"
     where = (
@@ -834,7 +839,7 @@ def _cr2_staggered(result: EtwfeResult | SunAbrahamResult, alpha: float) -> Any:
         if isinstance(result, EtwfeResult)
         else f"by {result.columns.get('cluster')} (G={result.n_clusters})"
     )
-    return result.with_inference(Inference(f"CR2 (Bell-McCaffrey) {where}; {head}", p_values, cis))
+    return result.with_inference(Inference(_cr2_label(where, head), p_values, cis))
 
 
 def _jackknife(result: Result) -> np.ndarray:
