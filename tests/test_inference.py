@@ -113,6 +113,12 @@ def exceed(t_star: np.ndarray, t: float) -> np.ndarray:
     return np.abs(t_star) >= abs(t) * (1 - 1e-8)
 
 
+def boot_p(hits: np.ndarray, enumerated: bool = False) -> float:
+    """A resampling p-value from its exceedances: their share over all sign vectors when enumerated,
+    else (1 + hits) / (1 + B), the sample counted as a draw (Davison & Hinkley 1997, eq. 4.11)."""
+    return float(np.mean(hits)) if enumerated else (1 + int(np.sum(hits))) / (1 + hits.size)
+
+
 @pytest.fixture(scope="module")
 def panel() -> pl.DataFrame:
     return make_panel()
@@ -145,7 +151,7 @@ def test_wild_full_enumeration_matches_explicit_refits() -> None:
     v, enumerated = inf._weights("rademacher", g, 999, None)
     assert enumerated and v.shape == (32, 5)
     boot = inf.wild_bootstrap_arrays(
-        df["Y"].to_numpy(), df["X1"].to_numpy(), np.ones(n), residualize, codes, v
+        df["Y"].to_numpy(), df["X1"].to_numpy(), np.ones(n), residualize, codes, v, enumerated=enumerated
     )
     # brute force: restricted fit (beta_X1 = 0), flip cluster residuals, refit, CR0 t without corrections
     restricted = sm.OLS(df["Y"], z).fit()
@@ -163,7 +169,31 @@ def test_wild_full_enumeration_matches_explicit_refits() -> None:
         cov_type="cluster", cov_kwds={"groups": codes, "use_correction": False, "df_correction": False}
     )
     assert boot.t_stat(0.0) == pytest.approx(ols.tvalues["X1"], rel=1e-10)
-    assert boot.p_value(0.0) == np.mean(exceed(np.asarray(expected), boot.t_stat(0.0)))
+    assert boot.p_value(0.0) == boot_p(exceed(np.asarray(expected), boot.t_stat(0.0)), enumerated=True)
+
+
+def test_random_draws_never_give_p_zero() -> None:
+    """With B random weight vectors and no |t*| as large as |t|, p is 1/(B+1), not 0; with every sign
+    vector enumerated the sample's own vector is among them, so the share is already at least 1/2^G."""
+    rng = np.random.default_rng(7)
+    n, g = 2000, 20
+    codes = np.arange(n) % g
+    x = rng.normal(size=n)
+    y = 2.0 * x + rng.normal(size=n)  # |t| far beyond any restricted-bootstrap draw
+
+    def centre(v: np.ndarray) -> np.ndarray:
+        return v - v.mean(axis=0)
+
+    v, enumerated = inf._weights("webb", g, 99, 1)
+    boot = inf.wild_bootstrap_arrays(y, x, np.ones(n), centre, codes, v, enumerated=enumerated)
+    assert not enumerated and not exceed(boot.t_star(0.0), boot.t_stat(0.0)).any()
+    assert boot.p_value(0.0) == 1 / 100
+    v, enumerated = inf._weights("rademacher", 6, 99, None)
+    small = inf.wild_bootstrap_arrays(y, x, np.ones(n), centre, np.arange(n) % 6, v, enumerated=enumerated)
+    assert enumerated and small.p_value(0.0) == pytest.approx(
+        np.mean(exceed(small.t_star(0.0), small.t_stat(0.0)))
+    )
+    assert small.p_value(0.0) >= 2 / 2**6  # the all-ones vector and its mirror reproduce |t|
 
 
 # ------------------------------------------------------------------------ wild: brute force
@@ -202,7 +232,7 @@ def test_wild_equals_brute_force(linear: DidResult, beta0: float) -> None:
     t, t_star = brute_wild(linear, boot.v, beta0)
     assert boot.t_stat(beta0) == pytest.approx(t, rel=RTOL_BRUTE)
     np.testing.assert_allclose(boot.t_star(beta0), t_star, rtol=RTOL_BRUTE)
-    assert boot.p_value(beta0) == np.mean(exceed(t_star, t))
+    assert boot.p_value(beta0) == boot_p(exceed(t_star, t), boot.enumerated)
 
 
 def test_wild_enumerates_and_inverts(linear: DidResult) -> None:
@@ -247,7 +277,7 @@ def test_score_equals_brute_force(logit: DidResult, weights: str, beta0: float) 
     s = boot.cluster_scores(beta0)
     t, t_star = brute_score(logit, v, beta0)
     assert s.sum() / math.sqrt(np.sum(s**2)) == pytest.approx(t, rel=RTOL_GLM)
-    assert boot.p_value(beta0) == np.mean(exceed(t_star, t))
+    assert boot.p_value(beta0) == boot_p(exceed(t_star, t), boot.enumerated)
 
 
 def test_score_bootstrap_result_and_inversion(logit: DidResult) -> None:
@@ -313,7 +343,7 @@ def test_ri_exact_equals_brute_force(panel: pl.DataFrame, estimator: str) -> Non
     t = result.estimate / result.std_error
     out = inf.randomization_inference(result, ci=False)
     row = out.tidy().row(0, named=True)
-    assert row["p_value"] == pytest.approx(np.mean(exceed(t_star, t)), abs=1e-12)
+    assert row["p_value"] == pytest.approx(boot_p(exceed(t_star, t), enumerated=True), abs=1e-12)
     assert "all 180 distinct assignments enumerated" in row["inference"]
     assert row["ci_low"] is None and "no interval" in row["inference"]
 
@@ -349,7 +379,7 @@ def test_ri_linear_inversion_shifts_outcome(panel: pl.DataFrame, linear: DidResu
         t_star = np.array(
             [t_of(np.array([a[u][p] for u, p in zip(units, periods, strict=True)])) for a in assignments]
         )
-        return float(np.mean(exceed(t_star, t_of(d_obs.astype(float)))))
+        return float(boot_p(exceed(t_star, t_of(d_obs.astype(float))), enumerated=True))
 
     eps = 1e-3 * linear.std_error
     assert p_at(hi - eps) > 0.05 >= p_at(hi + eps)
@@ -382,7 +412,7 @@ def test_ri_logit_sharp_null_offset_equals_statsmodels(logit: DidResult) -> None
 
     def p_at(b: float) -> float:
         t = (logit.estimate - b) / logit.std_error
-        return float(np.mean(exceed(t_star(0, b), t)))
+        return float(boot_p(exceed(t_star(0, b), t), enumerated=True))
 
     eps = 0.02 * logit.std_error
     assert p_at(hi - eps) > 0.05 >= p_at(hi + eps)

@@ -26,7 +26,7 @@ from stopdisparity.errors import SpecificationError
 from stopdisparity.models import inference as inf
 from stopdisparity.models.counts import CountsResult, fit_counts
 from stopdisparity.models.did import fit_did
-from test_inference import brute_assignments, cluster_codes, dummies, exceed, make_panel
+from test_inference import boot_p, brute_assignments, cluster_codes, dummies, exceed, make_panel
 
 # statsmodels IRLS vs the package's IRLS and chord refits: statistics agree to ~1e-9 (seen).
 RTOL_GLM = 1e-6
@@ -130,7 +130,7 @@ def test_score_equals_brute_force(counts: CountsResult, term: str, beta0: float)
     assert boot.t_stat(beta0) == pytest.approx(t, rel=RTOL_GLM)
     np.testing.assert_allclose(s / np.abs(s).max(), sg / np.abs(sg).max(), atol=1e-7)
     t_star = (boot.v @ sg) / np.sqrt((boot.v**2) @ (sg**2))
-    assert boot.p_value(beta0) == np.mean(exceed(t_star, t))
+    assert boot.p_value(beta0) == boot_p(exceed(t_star, t))
 
 
 def test_score_bootstrap_rows_and_inversion(counts: CountsResult) -> None:
@@ -265,7 +265,9 @@ def test_ri_races_equal_refits_of_permuted_panels(
     out = inf.randomization_inference(counts, ci=False).tidy()
     for i in range(2):
         t = counts.estimates[i] / counts.std_errors[i]
-        assert out.item(i, "p_value") == pytest.approx(np.mean(exceed(expected[:, i], t)), abs=1e-12)
+        assert out.item(i, "p_value") == pytest.approx(
+            boot_p(exceed(expected[:, i], t), enumerated=True), abs=1e-12
+        )
     assert "all 180 distinct assignments enumerated" in out.item(0, "inference")
 
 
@@ -283,7 +285,7 @@ def test_ri_sharp_null_equals_statsmodels(
     assert np.isclose(expected, t, rtol=1e-8).any()  # the observed assignment reproduces the sample t
     if beta0 == 0.0:
         p = inf.randomization_inference(counts, ci=False).tidy().item(i, "p_value")
-        assert p == pytest.approx(np.mean(exceed(expected, t)), abs=1e-12)
+        assert p == pytest.approx(boot_p(exceed(expected, t), enumerated=True), abs=1e-12)
 
 
 def test_ri_interval_ends_cross_alpha(counts: CountsResult, assignments: list[dict[str, np.ndarray]]) -> None:
@@ -295,7 +297,7 @@ def test_ri_interval_ends_cross_alpha(counts: CountsResult, assignments: list[di
 
     def p_at(b: float) -> float:
         t_star = brute_ri_t(counts, assignments, "difference", b)
-        return float(np.mean(exceed(t_star, (counts.estimates[i] - b) / se)))
+        return float(boot_p(exceed(t_star, (counts.estimates[i] - b) / se), enumerated=True))
 
     eps = 0.02 * se
     assert p_at(hi - eps) > 0.05 >= p_at(hi + eps)

@@ -22,7 +22,7 @@ from scipy import stats
 from stopdisparity.errors import SpecificationError
 from stopdisparity.models import inference as inf
 from stopdisparity.models.event_study import EventStudyResult, fit_event_study_panel
-from test_inference import cluster_codes, dummies, exceed
+from test_inference import boot_p, cluster_codes, dummies, exceed
 from test_inference_covariates import gname_assignments, logit_t, make_generic, with_gname, wls_t
 
 # Brute force with statsmodels on explicit dummies vs the fast projection (see test_inference.py).
@@ -125,7 +125,7 @@ def test_wild_each_term_equals_brute_force(linear: EventStudyResult, beta0: floa
         t = wls_t(y, x, w, codes, factor, beta0)
         assert boot.t_stat(beta0) == pytest.approx(t, rel=RTOL_BRUTE)
         np.testing.assert_allclose(boot.t_star(beta0), t_star, rtol=RTOL_BRUTE)
-        assert boot.p_value(beta0) == np.mean(exceed(t_star, t))
+        assert boot.p_value(beta0) == boot_p(exceed(t_star, t))
 
 
 def test_wild_result_every_term_and_interval(linear: EventStudyResult) -> None:
@@ -162,7 +162,7 @@ def test_score_each_term_equals_brute_force(logit: EventStudyResult, beta0: floa
         np.testing.assert_allclose(s, sg, rtol=RTOL_GLM, atol=1e-9 * np.abs(sg).max())
         t = sg.sum() / math.sqrt(np.sum(sg**2))
         t_star = (boot.v @ sg) / np.sqrt((boot.v**2) @ (sg**2))
-        assert boot.p_value(beta0) == np.mean(exceed(t_star, t))
+        assert boot.p_value(beta0) == boot_p(exceed(t_star, t))
         if beta0 == 0:
             assert out.filter(pl.col("term") == f"event:{e}").item(0, "p_value") == boot.p_value(0.0)
 
@@ -194,7 +194,9 @@ def test_ri_each_term_equals_refits(frame: pl.DataFrame, estimator: str) -> None
     for i, e in enumerate(result.estimated):
         t = result.estimates[i] / result.std_errors[i]
         row = out.filter(pl.col("term") == f"event:{e}").row(0, named=True)
-        assert row["p_value"] == pytest.approx(np.mean(exceed(t_star_arr[:, i], t)), abs=1e-12)
+        assert row["p_value"] == pytest.approx(
+            boot_p(exceed(t_star_arr[:, i], t), enumerated=True), abs=1e-12
+        )
         assert "all 180 distinct assignments enumerated" in row["inference"]
 
 
@@ -228,7 +230,7 @@ def test_ri_sharp_null_and_interval(estimator: str, request: pytest.FixtureReque
     se = result.std_errors[i]
 
     def p_at(b: float) -> float:
-        return float(np.mean(exceed(t_star(i, b), (result.estimates[i] - b) / se)))
+        return float(boot_p(exceed(t_star(i, b), (result.estimates[i] - b) / se), enumerated=True))
 
     eps = 0.02 * se
     for end, outward in ((lo, -1), (hi, 1)):
@@ -343,7 +345,7 @@ def test_pretrend_wild_equals_brute_force(wide: dict[str, EventStudyResult]) -> 
     assert boot.statistic == pytest.approx(wald(y), rel=RTOL_BRUTE)
     assert boot.statistic == pytest.approx(result.pretrend_test()["statistic"], rel=1e-9)
     np.testing.assert_allclose(boot.draws, expected, rtol=RTOL_BRUTE)
-    assert boot.p_value == np.mean(expected >= boot.statistic * (1 - 1e-8))
+    assert boot.p_value == boot_p(expected >= boot.statistic * (1 - 1e-8))
     out = result.pretrend_test(method="wild", draws=30, seed=2)
     assert out["method"] == "wild" and 0 <= out["p_value"] <= 1
 

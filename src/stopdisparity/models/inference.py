@@ -34,7 +34,8 @@ Methods
     1_h)]_g` — exact (the state × period effects are not nested in the clusters, so the projection of
     each cluster's residuals is kept), and linear in :math:`\beta_0`, so test inversion costs only
     B × G × G products per trial value. Rademacher weights with G ≤ 12 enumerate all :math:`2^G` sign
-    vectors; otherwise ``draws`` vectors are drawn. p-value: share of :math:`|t^*| \ge |t|`.
+    vectors; otherwise ``draws`` vectors are drawn. p-value: share of :math:`|t^*| \ge |t|`, with the
+    sample counted as a draw when they are random (:func:`_mc_p`), so it is never 0.
 ``score`` (GLMs: ``twfe-logit``, the Poisson count models)
     Score bootstrap (Kline & Santos 2012) with the null imposed: the restricted GLM (offset
     :math:`\beta_0 D`, only fixed effects free) is fitted once per :math:`\beta_0`; with
@@ -501,6 +502,16 @@ def _exceed(t_star: np.ndarray, t: float) -> np.ndarray:
     return np.abs(t_star) >= abs(t) * (1 - _TIE) - 1e-300
 
 
+def _mc_p(hits: int, draws: int, enumerated: bool) -> float:
+    """The p-value of a resampling test with ``hits`` of ``draws`` statistics at least the sample one.
+
+    ``hits / draws`` when the draws enumerate every assignment (the sample's own is among them, so
+    p ≥ 1/draws); else ``(1 + hits) / (1 + draws)``, which counts the sample as a draw and is never 0
+    (Davison & Hinkley 1997, eq. 4.11): a p of 0 from 999 random draws would claim more than they show.
+    """
+    return hits / draws if enumerated else (1 + hits) / (1 + draws)
+
+
 def _invert(
     pvalue: Callable[[float], float],
     estimate: float,
@@ -898,7 +909,7 @@ class WildBootstrap:
     """The pieces of a wild cluster restricted bootstrap, linear in the null value β₀.
 
     ``t_stat(beta0)`` is the sample CR1 t of H0: β = β₀ and ``t_star(beta0)`` the B bootstrap t's
-    (weights ``v``, B × G); ``p_value(beta0)`` the share of |t*| ≥ |t|.
+    (weights ``v``, B × G); ``p_value(beta0)`` the share of |t*| ≥ |t| (:func:`_mc_p`).
     """
 
     estimate: float
@@ -925,8 +936,9 @@ class WildBootstrap:
             return delta / se
 
     def p_value(self, beta0: float) -> float:
-        """Share of bootstrap |t*| at least |t|."""
-        return float(np.mean(_exceed(self.t_star(beta0), self.t_stat(beta0))))
+        """Share of bootstrap |t*| at least |t| (:func:`_mc_p`: never 0 with random draws)."""
+        t_star = self.t_star(beta0)
+        return _mc_p(int(np.sum(_exceed(t_star, self.t_stat(beta0)))), t_star.size, self.enumerated)
 
 
 def wild_bootstrap_arrays(
@@ -1226,13 +1238,13 @@ class ScoreBootstrap:
         return float(np.sum(s)) / den if den > 0 else 0.0
 
     def p_value(self, beta0: float) -> float:
-        """Share of |t*| ≥ |t| for H0: term = β₀."""
+        """Share of |t*| ≥ |t| for H0: term = β₀ (:func:`_mc_p`: never 0 with random draws)."""
         s = self.cluster_scores(beta0)
         den = math.sqrt(float(np.sum(s**2)))
         t = float(np.sum(s)) / den if den > 0 else 0.0
         with np.errstate(divide="ignore", invalid="ignore"):
             t_star = (self.v @ s) / np.sqrt((self.v**2) @ (s**2))
-        return float(np.mean(_exceed(t_star, t)))
+        return _mc_p(int(np.sum(_exceed(t_star, t))), t_star.size, self.enumerated)
 
 
 def _check_glm(result: object, method: str) -> None:
@@ -2021,24 +2033,21 @@ class _EventRI:
 
 def _ri_p(t_star: np.ndarray, t: float, exact: bool) -> float:
     ok = t_star[np.isfinite(t_star)]
-    hits = int(np.sum(_exceed(ok, t)))
-    if exact:
-        return hits / ok.size
-    return (1 + hits) / (1 + ok.size)
+    return _mc_p(int(np.sum(_exceed(ok, t))), ok.size, exact)
 
 
 def _ri_gap(t_star: np.ndarray, t: float, exact: bool, alpha: float) -> float:
     r"""A continuous function of β₀ that is ≥ 0 exactly where the RI p-value exceeds ``alpha``.
 
     With N finite :math:`t^*`, let k be the least number of exceedances h with p(h) > α (p(h) = h/N
-    when enumerated, (1+h)/(1+N) otherwise, as :func:`_ri_p`). Then p > α iff at least k of the
+    when enumerated, (1+h)/(1+N) otherwise, as :func:`_mc_p`). Then p > α iff at least k of the
     :math:`|t^*|` reach the tie-tolerant threshold of :func:`_exceed`, i.e. iff the k-th largest
     :math:`|t^*|` minus that threshold is ≥ 0: that difference is returned (+inf when k = 0, -inf
     when k > N). It moves continuously with β₀; :func:`_invert_ri` finds its predicted zero.
     """
     ok = np.abs(t_star[np.isfinite(t_star)])
     h = np.arange(ok.size + 1)
-    p = h / max(ok.size, 1) if exact else (1 + h) / (1 + ok.size)
+    p = np.array([_mc_p(int(k), max(ok.size, 1), exact) for k in h])
     above = np.flatnonzero(p > alpha)
     if not above.size or ok.size == 0:
         return -math.inf
@@ -2158,7 +2167,7 @@ class PretrendBootstrap:
     r"""Restricted bootstrap of the joint test that an event study's leads are zero.
 
     ``statistic`` is the sample statistic and ``draws`` its B bootstrap values (weights ``v``), all with
-    every lead's coefficient set to 0 in the restricted fit; p = share of draws ≥ the statistic.
+    every lead's coefficient set to 0 in the restricted fit; p: share of draws ≥ the statistic, :func:`_mc_p`.
     """
 
     method: str
@@ -2170,9 +2179,9 @@ class PretrendBootstrap:
 
     @property
     def p_value(self) -> float:
-        """Share of bootstrap statistics at least the sample one (tie-tolerant, as the t tests)."""
+        """Share of bootstrap statistics at least the sample one (tie-tolerant; :func:`_mc_p`)."""
         ok = self.draws[np.isfinite(self.draws)]
-        return float(np.mean(ok >= self.statistic * (1 - _TIE) - 1e-300))
+        return _mc_p(int(np.sum(ok >= self.statistic * (1 - _TIE) - 1e-300)), ok.size, self.enumerated)
 
 
 def _quadratic(b: np.ndarray, v: np.ndarray) -> np.ndarray:
