@@ -142,11 +142,21 @@ def cs_simple(effects: pl.DataFrame, cells: pl.DataFrame, result: Any) -> float:
     return float((c["W"] * c["truth"]).sum() / c["W"].sum())
 
 
+_CR2: dict[str, Any] = {}
+
+
+def _cr2_tidy(result: Any) -> pl.DataFrame:
+    """``cr2(result).tidy()``, made once per fit (the draw's methods share the fit object)."""
+    if _CR2.get("key") is not result:
+        _CR2.update(key=result, value=cr2(result).tidy())
+    return _CR2["value"]
+
+
 def cr2_row(term: str) -> Any:
     """Row ``term`` under CR2 with Bell-McCaffrey df (shares the draw's fit)."""
 
     def row(result: Any) -> dict[str, float]:
-        t = cr2(result).tidy().filter(pl.col("term") == term).row(0, named=True)
+        t = _cr2_tidy(result).filter(pl.col("term") == term).row(0, named=True)
         return {k: t[k] for k in ("estimate", "std_error", "p_value", "ci_low", "ci_high")}
 
     return row

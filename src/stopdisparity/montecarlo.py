@@ -248,11 +248,14 @@ def _mean(s: pl.Series) -> float:
     return float(v.mean()) if v.len() else math.nan  # type: ignore[arg-type]
 
 
-def _score(method: Method, result: Any, target: float, alpha: float) -> dict[str, Any]:
+def _score(
+    method: Method, result: Any, target: float, alpha: float, tidy: pl.DataFrame | None = None
+) -> dict[str, Any]:
+    """Score one method on one draw; ``tidy``: the result's table, made once for the methods sharing a fit."""
     if method.row is not None:
         row = dict(method.row(result))
     else:
-        tidy = result.tidy(alpha=alpha)
+        tidy = result.tidy(alpha=alpha) if tidy is None else tidy
         if method.term is not None:
             tidy = tidy.filter(pl.col("term") == method.term)
             if tidy.height != 1:
@@ -346,6 +349,7 @@ def run(
         if any(m.draw_truth is not None for m in methods):
             effects = cell_truth(spec, seed=s, rows=rows, years=years)
         fitted: dict[int, Any] = {}
+        tidies: dict[int, pl.DataFrame] = {}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", StopDisparityWarning)
             for m in methods:
@@ -357,7 +361,10 @@ def run(
                     target = m.draw_truth(effects, frame, fitted[key])
                 else:
                     target = m.estimand(t)
-                records.append({"draw": i, "seed": s, **_score(m, fitted[key], target, alpha)})
+                if m.row is None and key not in tidies:
+                    tidies[key] = fitted[key].tidy(alpha=alpha)
+                scored = _score(m, fitted[key], target, alpha, tidies.get(key))
+                records.append({"draw": i, "seed": s, **scored})
     schema = {
         "draw": pl.Int64,
         "seed": pl.Int64,
