@@ -122,9 +122,19 @@ def test_point_estimates_equal_pyfixest_did2s() -> None:
 
 
 def _dense_bjs(
-    df: pd.DataFrame, y: str, unit: str, t: str, g: str, w: np.ndarray, cl: str, xs: tuple[str, ...] = ()
+    df: pd.DataFrame,
+    y: str,
+    unit: str,
+    t: str,
+    g: str,
+    w: np.ndarray,
+    cl: str,
+    xs: tuple[str, ...] = (),
+    leave_out: bool = False,
 ) -> tuple[float, float]:
-    """Textbook BJS with dense dummies (pinv), for the exactness check (static ATT only)."""
+    """Textbook BJS with dense dummies (pinv), for the exactness check (static ATT only); with
+    ``leave_out`` each treated residual is centred on its cohort × event-time mean over the other
+    clusters (BJS Appendix A.6), computed here by explicit group sums."""
     tr = ((df[t] >= df[g]) & (df[g] > 0)).to_numpy()
     z = np.hstack(
         [
@@ -143,8 +153,18 @@ def _dense_bjs(
     v[tr] = w1
     v[~tr] = -(w1 @ z[tr] @ zinv)
     e = np.where(tr, df[t] - df[g], 0)
-    cells = pd.DataFrame({"g": df[g].to_numpy()[tr], "e": e[tr], "v2": w1**2, "v2r": w1**2 * resid[tr]})
-    bar = cells.groupby(["g", "e"]).transform("sum")
+    cells = pd.DataFrame(
+        {
+            "g": df[g].to_numpy()[tr],
+            "e": e[tr],
+            "cl": df[cl].to_numpy()[tr],
+            "v2": w1**2,
+            "v2r": w1**2 * resid[tr],
+        }
+    )
+    bar = cells.groupby(["g", "e"])[["v2", "v2r"]].transform("sum")
+    if leave_out:  # subtract the own cluster's part of the cell sums
+        bar = bar - cells.groupby(["g", "e", "cl"])[["v2", "v2r"]].transform("sum")
     eps = resid.copy()
     eps[tr] = resid[tr] - (bar["v2r"] / bar["v2"]).to_numpy()
     sums = pd.Series(v * eps).groupby(df[cl].to_numpy()).sum().to_numpy()
@@ -175,6 +195,48 @@ def test_exact_against_dense_least_squares_on_mpdta(weighted: bool) -> None:
         est1, _ = _dense_bjs(mp, "lemp", "countyreal", "year", "first_treat", np.ones(len(mp)), "countyreal")
         assert eq.att == pytest.approx(est1, abs=ATOL_EXACT)
         assert abs(eq.att - r.att) > 1e-4
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("cluster", ["countyreal", "state"])
+def test_leave_out_variance_against_dense_group_sums(cluster: str) -> None:
+    """leave_out=True: the SE equals explicit leave-own-cluster-out cell means, by unit (one observation
+    per cluster and cell) and by groups of ~10 counties (several), and exceeds the plain Theorem 3 SE
+    on mpdta."""
+    mp = pd.read_csv(REF / "mpdta" / "mpdta.csv")
+    mp.columns = [c.replace(".", "_") for c in mp.columns]
+    mp["state"] = mp["countyreal"] // 10  # pseudo states: several counties per cluster and cell
+    mp["n"] = np.exp(mp["lpop"]) / 10
+    p = _panel(
+        mp[["countyreal", "year", "first_treat", "lemp", "n", "state"]],
+        yname="lemp",
+        idname="countyreal",
+        tname="year",
+        gname="first_treat",
+        weights="n",
+        cluster=cluster,
+    )
+    r, plain = bjs(p, leave_out=True), bjs(p)
+    est, se = _dense_bjs(
+        mp, "lemp", "countyreal", "year", "first_treat", mp["n"].to_numpy(), cluster, leave_out=True
+    )
+    assert r.att == plain.att == pytest.approx(est, abs=ATOL_EXACT)
+    assert r.att_se == pytest.approx(se, rel=1e-9)
+    assert r.att_se > plain.att_se
+    assert r.lineage["options"]["leave_out"] is True
+    assert "leave-out" in r.tidy().item(0, "inference") and "leave-out" not in plain.tidy().item(
+        0, "inference"
+    )
+
+
+def test_leave_out_refuses_a_cell_with_one_cluster() -> None:
+    """A cohort with a single unit has no leave-out mean: a clear error, as Stata's leaveout."""
+    rng = np.random.default_rng(3)
+    frame = _simulate(rng, {4: 1, 6: 5}, n_never=6)
+    p = _panel(frame, yname="y", idname="unit", tname="t", gname="g", weights="n")
+    bjs(p)  # the plain variance is defined (and biased down for that cohort)
+    with pytest.raises(SpecificationError, match=r"one\s+cluster only.*\(4, 0\)"):
+        bjs(p, leave_out=True)
 
 
 # ----------------------------------------------------------------------------------- planted effect

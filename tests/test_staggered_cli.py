@@ -103,6 +103,19 @@ def test_race_layout(race_panel: Path, estimator: str) -> None:
     assert rows == api.to_dicts()
 
 
+def test_bjs_leave_out_flag_equals_the_api() -> None:
+    """--leave-out reaches bjs(leave_out=True): the same rows as the API, a larger SE than without."""
+    rows = _json([*GENERIC, "--estimator", "bjs", "--leave-out"])
+    plain = _json([*GENERIC, "--estimator", "bjs"])
+    api = fit_staggered(
+        pl.read_csv(MPDTA), estimator="bjs", yname="lemp", idname="countyreal", tname="year",
+        gname="first.treat", leave_out=True,
+    ).tidy()  # fmt: skip
+    assert rows == api.to_dicts()
+    assert rows[0]["estimate"] == plain[0]["estimate"] and rows[0]["std_error"] > plain[0]["std_error"]
+    assert "leave-out" in rows[0]["inference"]
+
+
 def test_logodds_scale_and_month_cohorts(race_panel: Path) -> None:
     share = _json(["--panel", str(race_panel), "--estimator", "bjs"])
     logodds = _json(["--panel", str(race_panel), "--estimator", "bjs", "--scale", "logodds"])
@@ -123,6 +136,7 @@ def test_logodds_scale_and_month_cohorts(race_panel: Path) -> None:
         (["--estimator", "bjs", "--inference", "wild"], "--inference wild applies to the TWFE"),
         (["--estimator", "bjs", "--inference", "cr2"], "--inference cr2 applies to the TWFE"),
         (["--estimator", "bjs", "--control", "never"], "--control applies to --estimator"),
+        (["--estimator", "etwfe", "--leave-out"], "--leave-out applies to --estimator bjs"),
         (["--estimator", "etwfe", "--base-period", "universal"], "--base-period applies"),
         (["--estimator", "bjs", "--scale", "logodds"], "--scale and --cohort apply to the race layout"),
         (["--estimator", "bjs", "--group", "lpop"], "--group does not apply"),

@@ -511,6 +511,15 @@ def did(
         str | None,
         typer.Option(help="etwfe: logit (default with --trials / race layout), poisson or linear."),
     ] = None,
+    leave_out: Annotated[
+        bool | None,
+        typer.Option(
+            "--leave-out/--no-leave-out",
+            help="bjs: centre each treated residual on its cohort x event-time mean without its own "
+            "cluster (BJS Appendix A.6; Stata's recommended leaveout). Needs 2+ clusters per cell; off "
+            "by default.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
     memory_limit: MemoryOpt = "2GB",
 ) -> None:
@@ -529,7 +538,7 @@ def did(
     try:
         options = _staggered_options(
             estimator, cohort=cohort, control=control, base_period=base_period, anticipation=anticipation,
-            family=family, draws=draws, seed=seed,
+            family=family, draws=draws, seed=seed, leave_out=leave_out,
         )  # fmt: skip
         result, title = _did_result(
             store=store, panel_file=panel_file, state=state, agency=agency, policy=policy, period=period,
@@ -666,6 +675,7 @@ def _staggered_options(
     family: str | None,
     draws: int,
     seed: int,
+    leave_out: bool | None = None,
 ) -> dict[str, Any]:
     """The estimator's own options from the CLI flags; a flag given to an estimator without it is an error."""
     from stopdisparity.errors import check_choice
@@ -678,6 +688,7 @@ def _staggered_options(
         "--base-period": ("base_period", base_period, ("callaway-santanna",)),
         "--anticipation": ("anticipation", anticipation, ("callaway-santanna",)),
         "--family": ("family", family, ("etwfe",)),
+        "--leave-out": ("leave_out", leave_out, ("bjs",)),
     }
     options: dict[str, Any] = {}
     for flag, (key, value, takers) in own.items():

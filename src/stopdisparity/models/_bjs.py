@@ -148,6 +148,8 @@ class BjsResult:
     outcome_scale: str = "level"
     estimator: str = "bjs"
     vcov_type: str = "BJS (2024) Theorem 3 conservative, clustered"
+    #: Whether the treated residuals are centred on leave-own-cluster-out averages (Appendix A.6).
+    leave_out: bool = False
 
     @property
     def event_times(self) -> tuple[int, ...]:
@@ -167,10 +169,11 @@ class BjsResult:
     @property
     def vcov_description(self) -> str:
         """What the standard errors are."""
+        mean = "leave-own-cluster-out " if self.leave_out else ""
         return (
             f"BJS (2024) Theorem 3 conservative variance clustered by {self.columns.get('cluster')}, "
             f"{self.n_clusters} clusters, residuals of treated cells centred on their cohort × event-time "
-            "v²-weighted mean; no small-sample factor; normal intervals"
+            f"{mean}v²-weighted mean; no small-sample factor; normal intervals"
         )
 
     def pretrend_test(self) -> PretrendTest:
@@ -236,9 +239,12 @@ class BjsResult:
         extra: Mapping[str, Any],
         nobs: int,
         estimand: str | None = None,
-        inference: str = "analytical (BJS Theorem 3 conservative, clustered; normal)",
+        inference: str | None = None,
     ) -> TidyRow:
         stat, p, lo, hi = st
+        if inference is None:
+            what = "Theorem 3 conservative, leave-out" if self.leave_out else "Theorem 3 conservative"
+            inference = f"analytical (BJS {what}, clustered; normal)"
         return TidyRow(
             term,
             est if math.isfinite(est) else None,
@@ -268,12 +274,49 @@ def _design(
     return sp.hstack([ud, pd_, sp.csr_matrix(x)], format="csr")
 
 
+def _leave_out_mean(
+    tau: np.ndarray,
+    v2: np.ndarray,
+    cell: np.ndarray,
+    cluster: np.ndarray,
+    num: np.ndarray,
+    den: np.ndarray,
+    cohort: np.ndarray,
+    event: np.ndarray,
+) -> np.ndarray:
+    r"""Each treated observation's :math:`\bar\tau_{g,e}` without its own cluster (n₁ × m).
+
+    :math:`\bar\tau_{-c} = (\sum_{cell} v^2\hat\tau - \sum_{cell \cap c} v^2\hat\tau) / (\sum_{cell} v^2 -
+    \sum_{cell \cap c} v^2)` per estimand (``num``/``den``: the cell sums). With one observation per
+    cluster and cell this is Stata ``did_imputation``'s ``leaveout`` rescaling of the residual.
+    """
+    pair = cell.astype(np.int64) * (int(cluster.max()) + 1) + cluster
+    _, code = np.unique(pair, return_inverse=True)
+    own_num = _fe.cluster_sums(v2 * tau[:, None], code, int(code.max()) + 1)[code]
+    own_den = _fe.cluster_sums(v2, code, int(code.max()) + 1)[code]
+    rest = den[cell] - own_den
+    used = den[cell] > 0
+    alone = used & (rest <= 1e-5 * den[cell])  # Stata's test: the own cluster holds > 99.999% of the weight
+    if alone.any():
+        rows = np.unique(np.flatnonzero(alone.any(axis=1)))
+        where = sorted({(int(cohort[i]), int(event[i])) for i in rows})
+        raise SpecificationError(
+            f"BJS leave_out: {len(rows)} treated observations sit in cohort x event-time cells with one "
+            f"cluster only (cohort, event time: {where[:5]}), so the leave-out average is undefined; "
+            "drop leave_out only knowing that the variance is then biased down for those cells, or "
+            "coarsen the cohorts (cohort='year')"
+        )
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(used, (num[cell] - own_num) / np.where(used, rest, 1.0), 0.0)
+
+
 def bjs(
     panel: StaggeredPanel,
     *,
     horizons: Sequence[int] | None = None,
     pretrends: int = 0,
     weights: Weights = "n",
+    leave_out: bool = False,
     alpha: float = 0.05,
 ) -> BjsResult:
     r"""Borusyak, Jaravel & Spiess (2024) imputation estimator: static and event-time ATTs, Test 1.
@@ -289,6 +332,14 @@ def bjs(
     weights
         ``"n"``: the panel's row weight (stops) weights the first stage and the averages (stop-weighted
         ATT); ``"equal"``: every treated cell counts the same.
+    leave_out
+        Average the imputed effects of each cohort × event time leaving out the observation's own
+        cluster (BJS 2024, Sec. 4.3 and Appendix A.6; Stata ``did_imputation, leaveout``, which its
+        authors recommend): the Theorem 3 residuals are otherwise shrunk toward 0 where one cluster
+        carries much of a cell's weight, biasing the variance down. Needs at least two clusters with
+        weight in every cell an estimate uses, so it is off by default (as R ``didimputation`` and
+        Stata), which keeps monthly cohorts (one county each) estimable; at design M of the Monte Carlo
+        it is what covers (0.954 against 0.902, R = 500).
     alpha
         Checked here; ``tidy(alpha)`` sets the interval level.
 
@@ -402,9 +453,14 @@ def bjs(
     with np.errstate(invalid="ignore", divide="ignore"):
         tau_bar = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
     eps = np.repeat(resid[:, None], w1.shape[1], axis=1)
-    eps[treated] = resid[treated, None] - tau_bar[cc]
     clus = cluster_codes(f.get_column(CLUSTER))
     n_clusters = int(clus.max()) + 1
+    if leave_out:
+        eps[treated] = resid[treated, None] - _leave_out_mean(
+            resid[treated], v1sq, cc, clus[treated], num, den, g[treated], e1
+        )
+    else:
+        eps[treated] = resid[treated, None] - tau_bar[cc]
     sums = _fe.cluster_sums(v * eps, clus, n_clusters)
     vmat = sums.T @ sums
     ses = np.sqrt(np.diag(vmat))
@@ -466,7 +522,13 @@ def bjs(
     )
     lineage = {
         "function": "stopdisparity.models._bjs.bjs",
-        "options": {"horizons": list(hs), "pretrends": pretrends, "weights": weights, "alpha": alpha},
+        "options": {
+            "horizons": list(hs),
+            "pretrends": pretrends,
+            "weights": weights,
+            "leave_out": leave_out,
+            "alpha": alpha,
+        },
         "columns": dict(panel.columns),
         "unit_weight_rule": (
             "row weight n (stop-weighted first stage and averages)"
@@ -498,6 +560,7 @@ def bjs(
         n_dropped_always_treated=n_always,
         n_dropped_unimputable=int(bad.height),
         covariates=tuple(panel.columns.get("covariates") or ()),
+        leave_out=leave_out,
         columns=dict(panel.columns),
         lineage=lineage,
     )
