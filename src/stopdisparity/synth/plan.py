@@ -433,7 +433,42 @@ def _state_arrays(
     }
 
 
+_LAST_PLAN: dict[tuple[object, ...], Plan] = {}
+
+
 def build_plan(
+    spec: SynthSpec,
+    *,
+    seed: int,
+    rows: int | None,
+    counties: Iterable[str] | None = None,
+    years: tuple[int, int] | None = None,
+) -> Plan:
+    """The skeleton of the process for ``spec`` and ``seed`` (see :func:`_build_plan`).
+
+    The last plan is kept: a Monte Carlo draw asks for the same plan for its cells, its truth and its
+    cell truths. Its arrays are read-only, so that no caller can change what the next one gets.
+    """
+    key = (
+        spec,
+        seed,
+        rows,
+        None if counties is None else tuple(str(c) for c in counties),
+        None if years is None else tuple(years),
+    )
+    plan = _LAST_PLAN.get(key)
+    if plan is None:
+        plan = _build_plan(spec, seed=seed, rows=rows, counties=key[3], years=years)
+        for sp_ in plan.states.values():
+            for value in (getattr(sp_, f) for f in sp_.__slots__):  # type: ignore[attr-defined]
+                if isinstance(value, np.ndarray):
+                    value.flags.writeable = False
+        _LAST_PLAN.clear()
+        _LAST_PLAN[key] = plan
+    return plan
+
+
+def _build_plan(
     spec: SynthSpec,
     *,
     seed: int,
