@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import io
+import itertools
 import random
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -254,26 +255,28 @@ def csv_text(
     columns: Mapping[str, str] | None = None,
     *,
     blank_before: Iterable[int] = (),
-    newline: str = "\n",
+    newline: str | tuple[str, ...] = "\n",
     bom: bool = False,
 ) -> CsvText:
     """The OPP CSV text for ``rows``; a blank line goes before each record index in ``blank_before``.
 
     ``newline`` ends every line (OPP writes ``"\\n"``; ``"\\r\\n"`` is a file saved on Windows);
-    newlines inside quoted fields stay as they are. ``bom`` starts the text with a UTF-8 byte-order mark.
+    newlines inside quoted fields stay as they are; a tuple of endings is cycled line by line (a file
+    mixing LF and CRLF). ``bom`` starts the text with a UTF-8 byte-order mark.
     """
     cols = dict(columns or COLUMNS)
     blanks = set(blank_before)
-    out = [("\ufeff" if bom else "") + ",".join(cols) + newline]
+    ends = itertools.cycle(newline if isinstance(newline, tuple) else (newline,))
+    out = [("\ufeff" if bom else "") + ",".join(cols) + next(ends)]
     line = 2
     lines: list[int] = []
     for i, row in enumerate(rows):
         if i in blanks:
-            out.append(newline)
+            out.append(next(ends))
             line += 1
         record = format_row(row, cols)
         lines.append(line)
-        out.append(record + newline)
+        out.append(record + next(ends))
         line += 1 + record.count("\n")
     return CsvText("".join(out), lines)
 

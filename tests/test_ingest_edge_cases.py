@@ -220,6 +220,37 @@ def test_crlf_and_bom_give_exactly_the_lf_rows(tmp_path: Path, fmt: str, newline
     assert list(COLUMNS)[-1] == "agency_code"  # a string column last: a kept "\r" would show
 
 
+@pytest.mark.parametrize("fmt", TEXT_FORMATS)
+def test_mixed_lf_and_crlf_lines_are_all_stored(tmp_path: Path, fmt: str) -> None:
+    """A file mixing LF and CRLF line ends (DuckDB detects one per file) loses no row and keeps no
+    stray ``\r``: every record-ending CRLF reaches the parser as LF; line numbers stay the file's."""
+    rows = make_rows(30, seed=13)
+    doc = csv_text(rows, newline=("\r\n", "\n", "\n", "\r\n"), blank_before=(0, 9))
+    assert "\r\n" in doc.text and re.search(r"[^\r]\n", doc.text)
+    path = write_text(tmp_path / opp_name(fmt, place="mixed"), doc.text)
+    report = ingest([path], tmp_path / "store")
+    assert_reconciled(report)
+    [f] = report.files
+    assert (f.rows_read, f.rows_stored, f.rows_quarantined) == (30, 30, 0)
+    got = open_store(tmp_path / "store").scan().sort("source_line").collect()
+    assert got["source_line"].to_list() == doc.lines
+    exp = expected_frame(rows)
+    assert_frame_equal(got.select(exp.columns), exp)
+
+
+def test_crlf_inside_a_quoted_field_is_data(tmp_path: Path) -> None:
+    """Only record-ending CRLFs are normalised: one inside a quoted value is kept, byte for byte."""
+    rows = make_rows(3, seed=14)
+    rows[1] = dict(rows[1], location="Exit 12\r\nI-40 W")
+    doc = csv_text(rows, newline=("\r\n", "\n"))
+    path = write_text(tmp_path / opp_name("csv", place="quoted"), doc.text)
+    report = ingest([path], tmp_path / "store")
+    assert_reconciled(report)
+    got = open_store(tmp_path / "store").scan().sort("source_line").collect()
+    assert got["location"].to_list()[1] == "Exit 12\r\nI-40 W"
+    assert got["source_line"].to_list() == doc.lines
+
+
 # ------------------------------------------------------------------------ one file, two names
 # Decision: identity is the base name (DESIGN.md), so the same file under two names is two sources,
 # both stored; the report names the other source in ``same_file_as`` and the ingest logs a warning.
@@ -270,6 +301,34 @@ def test_members_of_one_archive_are_not_flagged_but_a_copy_of_it_is(tmp_path: Pa
     report = ingest([copy], store)
     stored_members = ["nc_multi_2020_04_01.zip!a.csv", "nc_multi_2020_04_01.zip!b.csv"]
     assert [f.same_file_as for f in report.files] == [stored_members, stored_members]
+
+
+def test_same_data_in_another_container_is_flagged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A .csv, its .csv.gz and a zip member holding the same bytes differ as files, not as data: each
+    lists the others (in this call and already stored), with one content hash in report and manifest."""
+    store = store_with_baseline(tmp_path)  # BASELINE holds SMALL as a plain .csv
+    gz = write_text(tmp_path / "nc_packed_2020_04_01.csv.gz", SMALL)
+    archive = write_zip(tmp_path / "nc_archive_2020_04_01.zip", {"inner.csv": SMALL, "other.csv": OTHER})
+    with caplog.at_level("WARNING", logger="stopdisparity.ingest"):
+        report = ingest([gz, archive], store)
+    assert_reconciled(report)
+    member, other = "nc_archive_2020_04_01.zip!inner.csv", "nc_archive_2020_04_01.zip!other.csv"
+    flags = {f.name: f.same_file_as for f in report.files}
+    assert flags == {gz.name: sorted([BASELINE, member]), member: sorted([BASELINE, gz.name]), other: []}
+    assert "decompressed sha256" in caplog.text and member in caplog.text
+    content = hashlib.sha256(SMALL.encode()).hexdigest()
+    sources = open_store(store).manifest()["sources"]
+    assert {n: sources[n]["content_sha256"] for n in (BASELINE, gz.name, member)} == dict.fromkeys(
+        (BASELINE, gz.name, member), content
+    )
+    assert sources[other]["content_sha256"] == hashlib.sha256(OTHER.encode()).hexdigest()
+    assert sources[gz.name]["sha256"] != content  # the file hash is the gzip's
+    assert sources[gz.name]["same_file_as"] == flags[gz.name]
+    assert json.loads(json.dumps(report.to_json()))["files"][0]["content_sha256"] == content
+    # a later copy with other bytes (CRLF) is other data: not flagged
+    crlf = write_text(tmp_path / "nc_crlf_2020_04_01.csv.gz", SMALL.replace("\n", "\r\n"))
+    [f] = ingest([crlf], store).files
+    assert f.same_file_as == []
 
 
 def test_different_files_are_not_flagged(tmp_path: Path) -> None:

@@ -285,6 +285,45 @@ def test_counter_matches_reference_crlf(data: st.DataObject, doc: bytes) -> None
     assert expected[0] == csv_module_records(doc)
 
 
+@st.composite
+def mixed_documents(draw: st.DrawFn) -> bytes:
+    """Lines ended by LF or CRLF at random (the last one maybe by neither)."""
+    lines = draw(st.lists(_line, min_size=0, max_size=12))
+    ends = [draw(st.sampled_from(["\n", "\r\n"])) for _ in lines]
+    if ends and draw(st.booleans()):
+        ends[-1] = ""
+    return "".join(line + end for line, end in zip(lines, ends, strict=True)).encode("utf-8")
+
+
+def reference_normalized(data: bytes) -> bytes:
+    """Byte by byte: a CRLF outside quotes becomes LF; everything else is kept."""
+    out, in_quote, i = bytearray(), False, 0
+    while i < len(data):
+        if data[i : i + 1] == b'"':
+            in_quote = not in_quote
+        if not in_quote and data[i : i + 2] == b"\r\n":
+            out += b"\n"
+            i += 2
+            continue
+        out += data[i : i + 1]
+        i += 1
+    return bytes(out)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data(), doc=mixed_documents())
+def test_counter_output_ends_every_record_with_lf(data: st.DataObject, doc: bytes) -> None:
+    """What the feeder writes (each update's lines, then the tail) is the file with record-ending CRLFs
+    as LF wherever the stream is cut (between CR and LF too); a CSV parser reads the same rows."""
+    chunks = data.draw(chunkings(doc, keep_crlf=False))
+    c = RecordCounter()
+    fed = b"".join(c.update(chunk) for chunk in chunks) + c.tail
+    assert fed == reference_normalized(doc)
+    assert counted(chunks) == reference_count(doc)  # the count is unchanged
+    rows = list(csv.reader(io.StringIO(doc.decode("utf-8"), newline="")))
+    assert list(csv.reader(io.StringIO(fed.decode("utf-8"), newline=""))) == rows
+
+
 @settings(max_examples=100, deadline=None)
 @given(doc=csv_documents(newline="\n"))
 def test_counter_logical_lines_map_to_physical_lines(doc: bytes) -> None:

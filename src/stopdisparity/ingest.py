@@ -104,7 +104,10 @@ class SourceReport:
     unresolved_counties: list[dict[str, Any]] = field(default_factory=list)
     extra_columns: list[str] = field(default_factory=list)
     skipped_members: list[str] = field(default_factory=list)  # non-CSV members of the source's archive
-    same_file_as: list[str] = field(default_factory=list)  # other sources with the same sha256
+    same_file_as: list[str] = field(default_factory=list)  # other sources with the same file or content
+    #: SHA-256 of the decompressed data (a .csv's or Parquet file's own sha256): the same rows in
+    #: another container (.csv, .csv.gz, a zip member) have the same content hash
+    content_sha256: str | None = None
     #: data-quality flags of the stored rows (:data:`stopdisparity.quality.FLAGS`); None: not checkable
     quality: dict[str, int | None] = field(default_factory=dict)
 
@@ -298,13 +301,14 @@ def _parse_csv(
     encoding: str,
     max_line_size: int,
     progress: ProgressFn | None,
-) -> tuple[list[Column], RecordCount]:
+) -> tuple[list[Column], RecordCount, str | None]:
     """Parse a CSV source into the Parquet file ``parsed``; count its records independently meanwhile.
 
     Every text source (.csv, .csv.gz, a zip member) reaches DuckDB through a named pipe fed by a
     :class:`Feeder`, which decompresses once and counts records on the same bytes: the input is
     read once, a zip member never touches the disk, and the bytes DuckDB has consumed are known
-    exactly, which drives ``progress``.
+    exactly, which drives ``progress``. Returns the columns, the count and the SHA-256 of the
+    decompressed bytes (None for a plain .csv, whose file hash is its content hash).
     """
     if source.kind == "csv.zip":
         import zipfile
@@ -315,7 +319,8 @@ def _parse_csv(
         total = source.path.stat().st_size
     fifo = tx.dir / f"pipe_{index}"
     os.mkfifo(fifo)
-    feeder = Feeder(source, fifo)
+    # CR and LF are single bytes in UTF-8 and Latin-1, not in UTF-16: there the stream goes as it is
+    feeder = Feeder(source, fifo, normalize=not encoding.lower().replace("_", "-").startswith("utf-16"))
     # the header is needed before DuckDB starts: read it from a separate short stream
     header = _read_header(source)
     columns = _classify(parse_header(source, header, encoding), source)
@@ -335,7 +340,7 @@ def _parse_csv(
     count = feeder.join()
     if count.unterminated_quote:
         log.warning("%s: the file ends inside a quoted field", source.label)
-    return columns, count  # type: ignore[return-value]
+    return columns, count, feeder.content_sha256  # type: ignore[return-value]
 
 
 def _classify(names: Sequence[str], source: Source) -> list[Column]:
@@ -500,13 +505,15 @@ def _stage_source(
 
     # the checked, typed rows stream to a Parquet file in the staging directory (removed once staged)
     parsed = tx.dir / f"parsed_{index}.parquet"
+    content: str | None = sha  # a .csv's or Parquet file's bytes are its content
     if source.kind == "parquet":
         columns, rows_read = _parse_parquet(con, source, index, parsed)
         count = None
     else:
-        columns, count = _parse_csv(
+        columns, count, fed = _parse_csv(
             con, source, tx, index, parsed, encoding=encoding, max_line_size=max_line_size, progress=progress
         )
+        content = fed or sha
         rows_read = count.data_rows
     crashpoint("after_parse")
     has_skips, has_lines = _offsets(con, index, count)
@@ -604,6 +611,7 @@ def _stage_source(
         extra_columns=[c.name for c in columns if c.kind == "extra"],
         skipped_members=list(source.skipped),
         quality=quality,
+        content_sha256=content,
     )
     return _Staged(report, parts, quarantine_out if quarantined else None, [c.name for c in columns])
 
@@ -721,8 +729,7 @@ def ingest(
                     "finishes it."
                 )
             raise
-    files = tuple(dataclasses.replace(f, same_file_as=duplicates.get(f.name, [])) for f in report.files)
-    return dataclasses.replace(report, files=files)
+    return report
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?I?B)?\s*$", re.IGNORECASE)
@@ -782,6 +789,37 @@ def same_files(plan: Sequence[tuple[Source, str, str]], known: dict[str, Any]) -
         if others and status != "unchanged":
             found[source.name] = others
     return found
+
+
+def _flag_same_content(reports: list[SourceReport], sources: dict[str, Any]) -> list[SourceReport]:
+    """Add to ``same_file_as`` the sources holding the same decompressed data in another container.
+
+    ``same_files`` compares file hashes before anything is read; a .csv, its .csv.gz and a zip member
+    holding it differ as files but not as content, which is known once each is read. Each written
+    source's report and manifest entry (``sources``: the new manifest's, updated in place) list every
+    other source, in this call or stored before (entries with a ``content_sha256``), with its content
+    hash, besides those with its file hash (already in the entry's ``same_file_as``).
+    """
+    by_content: dict[str, set[str]] = {}
+    for name, entry in sources.items():
+        if entry.get("content_sha256"):
+            by_content.setdefault(entry["content_sha256"], set()).add(name)
+    out = []
+    for r in reports:
+        if r.status == "unchanged" or r.content_sha256 is None:
+            out.append(r)
+            continue
+        same_file = set(sources[r.name]["same_file_as"])
+        others = sorted((by_content[r.content_sha256] - {r.name}) | same_file)
+        if new := sorted(set(others) - same_file):
+            log.warning(
+                "%s: the same data (decompressed sha256) as %s; both are stored, every stop twice",
+                r.name,
+                new,
+            )
+        sources[r.name]["same_file_as"] = others
+        out.append(dataclasses.replace(r, same_file_as=others))
+    return out
 
 
 def _unchanged(source: Source, sha: str, known: dict[str, Any]) -> SourceReport:
@@ -849,6 +887,7 @@ def _run(
                 "kind": source.kind,
                 "size": source.path.stat().st_size,
                 "sha256": sha,
+                "content_sha256": r.content_sha256,
                 "state": source.state,
                 "status": status,
                 "rows_read": r.rows_read,
@@ -866,6 +905,7 @@ def _run(
             crashpoint("after_stage_source")
     finally:
         con.close()
+    reports = _flag_same_content(reports, sources)
     new_manifest = {
         "format": STORE_FORMAT,
         "schema_version": SCHEMA_VERSION,

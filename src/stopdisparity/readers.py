@@ -254,10 +254,15 @@ class RecordCounter:
     _continues: bool = False  # the next line continues a quoted field
     _first_done: bool = False
 
-    def update(self, chunk: bytes) -> None:
-        """Feed the next bytes of the stream."""
+    def update(self, chunk: bytes) -> bytes:
+        """Feed the next bytes; return the lines they complete, each record-ending CRLF as LF.
+
+        A parser then sees one line ending whatever mix of LF and CRLF the file has (DuckDB detects
+        one per file and fails on the other); a CRLF inside a quoted field is data and is kept.
+        The bytes still pending (after the last newline) are :attr:`tail`.
+        """
         if not chunk:
-            return
+            return b""
         if not self._first_done:
             end = chunk.find(b"\n")
             self.first_line += chunk if end < 0 else chunk[:end]
@@ -266,12 +271,22 @@ class RecordCounter:
         end = data.rfind(b"\n")
         if end < 0:
             self._tail = data
-            return
+            return b""
         self._tail = data[end + 1 :]
-        self._complete_lines(data[: end + 1])
+        lines = data[: end + 1]
+        crs = self._complete_lines(lines)
+        return lines if not crs.size else np.delete(np.frombuffer(lines, dtype=np.uint8), crs).tobytes()
 
-    def _complete_lines(self, data: bytes) -> None:
-        """Account for ``data``, which starts at a physical line start and ends with a newline."""
+    @property
+    def tail(self) -> bytes:
+        """Bytes after the last newline seen (the stream's last line when it has no newline)."""
+        return self._tail
+
+    def _complete_lines(self, data: bytes) -> np.ndarray:
+        """Account for ``data``, which starts at a physical line start and ends with a newline.
+
+        Returns the positions in ``data`` of the carriage returns that end records (CRLF terminators).
+        """
         arr = np.frombuffer(data, dtype=np.uint8)
         newlines = np.flatnonzero(arr == _NEWLINE)
         n = newlines.size
@@ -318,6 +333,7 @@ class RecordCounter:
         self.blank_lines.extend(owner[blank].tolist())
         self.logical_lines += int(terminator.sum())
         self._continues = bool(embedded[-1])
+        return newlines[terminator & carriage] - 1
 
     def finish(self) -> RecordCount:
         """Close the count; a last line without a newline still counts."""
@@ -388,12 +404,18 @@ class Feeder:
     to the pipe only as fast as DuckDB reads it, so it measures the parser's progress.
     """
 
-    def __init__(self, source: Source, fifo: Path) -> None:
+    def __init__(self, source: Source, fifo: Path, *, normalize: bool = True) -> None:
         self.source = source
         self.fifo = fifo
+        #: write each record-ending CRLF as LF (:meth:`RecordCounter.update`); only for encodings in
+        #: which CR and LF are single ASCII bytes (not UTF-16)
+        self.normalize = normalize
         self.counter = RecordCounter()
+        # SHA-256 of the decompressed bytes: the content's identity whatever the container (a .csv's is
+        # its file hash, computed elsewhere, so only compressed sources hash here)
+        self._content = None if source.kind == "csv" else hashlib.sha256()
         self.error: BaseException | None = None
-        self.bytes_out = 0  # decompressed bytes written to the pipe
+        self.bytes_out = 0  # decompressed bytes fed (before line endings are normalized)
         self.bytes_in = 0  # input bytes consumed (see the class docstring)
         self._thread = threading.Thread(target=self._run, name=f"feed:{source.name}", daemon=True)
 
@@ -426,10 +448,14 @@ class Feeder:
                 fd = os.open(self.fifo, os.O_WRONLY)
                 with os.fdopen(fd, "wb", buffering=0) as out:
                     while chunk := src.read(FEED_CHUNK):
-                        self.counter.update(chunk)
-                        out.write(chunk)
+                        lines = self.counter.update(chunk)
+                        if self._content is not None:
+                            self._content.update(chunk)
+                        out.write(lines if self.normalize else chunk)
                         self.bytes_out += len(chunk)
                         self.bytes_in = consumed()
+                    if self.normalize:
+                        out.write(self.counter.tail)
         except BrokenPipeError as e:  # the reader stopped early; it reports its own error
             self.error = e
         except BaseException as e:
@@ -444,6 +470,11 @@ class Feeder:
                 raise self.error
             raise IngestError(f"{self.source.label}: reading failed: {self.error}") from self.error
         return self.counter.finish()
+
+    @property
+    def content_sha256(self) -> str | None:
+        """SHA-256 of the decompressed stream once fed (None for a plain .csv: its file hash is it)."""
+        return None if self._content is None else self._content.hexdigest()
 
 
 def _unblock_reader(fifo: Path) -> None:
