@@ -229,8 +229,12 @@ def random_fit(seed: int, contrasts: int = 2) -> tuple[_cr2.Cr2Fit, np.ndarray]:
     return fit_, f
 
 
+@pytest.mark.parametrize("batch", ["default", "one cluster"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_module_equals_brute_force(seed: int) -> None:
+def test_module_equals_brute_force(seed: int, batch: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Clusters of several sizes, stacked per size (default) or one per batch: the same as brute force."""
+    if batch == "one cluster":
+        monkeypatch.setattr(_cr2, "_BATCH_FLOATS", 1)
     fit_, x = random_fit(seed)
     res = _cr2.cr2(fit_)
     for j in range(2):

@@ -44,6 +44,8 @@ from stopdisparity.errors import SpecificationError
 MAX_COEFFICIENTS = 4000
 #: Eigenvalues of I - H_gg below this are treated as 0 in the Moore–Penrose inverse root.
 _EIG_TOL = 1e-8
+#: Dense cluster rows (size × coefficients) stacked per batch: 4M floats, 32 MB per array.
+_BATCH_FLOATS = 1 << 22
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,21 +132,29 @@ def cr2_parts(fit: Cr2Fit) -> Cr2Parts:
     e = np.sqrt(fit.w) * fit.resid
     order = np.argsort(fit.cluster_codes, kind="stable")
     bounds = np.searchsorted(fit.cluster_codes[order], np.arange(fit.g + 1))
+    sizes = np.diff(bounds)
     scores = np.zeros((fit.g, m))
     uu = np.zeros((fit.g, m, m))
     zmat = np.zeros((m, k, fit.g))
-    for g in range(fit.g):
-        idx = order[bounds[g] : bounds[g + 1]]
-        if idx.size == 0:
-            continue
-        xg = xt[idx]
-        hgg = np.asarray(xg @ (xg @ b).T)
-        vals, vecs = np.linalg.eigh(np.eye(idx.size) - hgg)
-        root = np.where(vals > _EIG_TOL, 1.0 / np.sqrt(np.clip(vals, _EIG_TOL, None)), 0.0)
-        u = (vecs * root) @ (vecs.T @ np.asarray(xg @ bl))  # T × m
-        scores[g] = u.T @ e[idx]
-        uu[g] = u.T @ u
-        zmat[:, :, g] = np.asarray(xg.T @ u).T
+    # clusters of one size go through together (stacked dense blocks, batched eigh), a batch holding
+    # at most _BATCH_FLOATS of the dense rows
+    for size in np.unique(sizes[sizes > 0]).tolist():
+        same = np.flatnonzero(sizes == size)
+        per_batch = max(1, _BATCH_FLOATS // (size * k))
+        for start in range(0, same.size, per_batch):
+            gs = same[start : start + per_batch]
+            idx = order[(bounds[gs][:, None] + np.arange(size)[None, :]).ravel()]
+            xs = xt[idx]
+            x3 = xs.toarray().reshape(gs.size, size, k)
+            xb3 = np.asarray(xs @ b).reshape(gs.size, size, k)
+            hgg = x3 @ xb3.transpose(0, 2, 1)  # H_gg of each cluster (c × s × s)
+            vals, vecs = np.linalg.eigh(np.eye(size)[None] - hgg)
+            root = np.where(vals > _EIG_TOL, 1.0 / np.sqrt(np.clip(vals, _EIG_TOL, None)), 0.0)
+            xbl = np.asarray(xs @ bl).reshape(gs.size, size, m)
+            u = vecs @ (root[:, :, None] * (vecs.transpose(0, 2, 1) @ xbl))  # A_g X_g B l (c × s × m)
+            scores[gs] = np.einsum("csm,cs->cm", u, e[idx].reshape(gs.size, size))
+            uu[gs] = u.transpose(0, 2, 1) @ u
+            zmat[:, :, gs] = np.einsum("csk,csm->mkc", x3, u)
     return Cr2Parts(scores, uu, zmat, b @ zmat)  # B Z_s for every contrast (m × k × G)
 
 
