@@ -1,7 +1,7 @@
 # Two commands for a fresh machine: `make demo` (synth -> ingest -> stops by state, year, race ->
 # the headline TWFE logit of troopers' Hispanic-vs-White stops with score-bootstrap inference)
 # and `make test`. Both create .venv and install the pinned dependencies themselves. Tests run in two
-# processes with one BLAS thread each (the machine has 2 cores; more threads only contend).
+# processes with one BLAS and one polars thread each (the machine has 2 cores; more threads only contend).
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -25,7 +25,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
-	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadgroup -q
+	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 POLARS_MAX_THREADS=1 $(PY) -m pytest -n 2 --dist loadgroup -q
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
