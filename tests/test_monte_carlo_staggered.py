@@ -38,7 +38,11 @@ import polars as pl
 import pytest
 
 from stopdisparity.models.inference import cr2
-from stopdisparity.models.staggered import fit_staggered_race, race_unit_panel
+from stopdisparity.models.staggered import (
+    fit_staggered,
+    prepare_staggered_race,
+    race_unit_panel,
+)
 from stopdisparity.montecarlo import Method, MonteCarloResult, run
 from stopdisparity.synth import SynthSpec
 
@@ -53,25 +57,39 @@ def _sp(f: pl.DataFrame) -> pl.DataFrame:
     return f.filter(pl.col("agency") == "state_patrol")
 
 
+_PANELS: dict[str, Any] = {}
+
+
+def _fit(f: pl.DataFrame, estimator: str, scale: str, **options: Any) -> Any:
+    """``fit_staggered_race(_sp(f), estimator=..., scale=...)``, the draw's panel of each scale built once
+    (the methods of a draw get the same frame object)."""
+    if _PANELS.get("key") is not f:
+        _PANELS.clear()
+        _PANELS["key"] = f
+    if scale not in _PANELS:
+        _PANELS[scale] = prepare_staggered_race(_sp(f), estimator=estimator, scale=scale)  # type: ignore[arg-type]
+    return fit_staggered(_PANELS[scale], estimator=estimator, **options)  # type: ignore[arg-type]
+
+
 def etwfe(f: pl.DataFrame) -> Any:
-    return fit_staggered_race(_sp(f), estimator="etwfe", control="never")
+    return _fit(f, "etwfe", "share", control="never")
 
 
 def bjs(f: pl.DataFrame) -> Any:
-    return fit_staggered_race(_sp(f), estimator="bjs", scale="logodds")
+    return _fit(f, "bjs", "logodds")
 
 
 def bjs_leave_out(f: pl.DataFrame) -> Any:
     """BJS with leave-own-cluster-out cell means in the variance (Appendix A.6; ``--leave-out``)."""
-    return fit_staggered_race(_sp(f), estimator="bjs", scale="logodds", leave_out=True)
+    return _fit(f, "bjs", "logodds", leave_out=True)
 
 
 def sa(f: pl.DataFrame) -> Any:
-    return fit_staggered_race(_sp(f), estimator="sun-abraham", scale="logodds")
+    return _fit(f, "sun-abraham", "logodds")
 
 
 def cs(f: pl.DataFrame) -> Any:
-    return fit_staggered_race(_sp(f), estimator="callaway-santanna", scale="logodds", n_boot=0)
+    return _fit(f, "callaway-santanna", "logodds", n_boot=0)
 
 
 _LAST: dict[str, Any] = {}

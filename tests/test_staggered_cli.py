@@ -12,7 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from stopdisparity.cli import app
-from stopdisparity.models.staggered import fit_staggered, fit_staggered_race
+from stopdisparity.errors import SpecificationError
+from stopdisparity.models.staggered import fit_staggered, fit_staggered_race, prepare_staggered_race
 from stopdisparity.results import TIDY_COLUMNS
 from stopdisparity.synth import SynthSpec, cells
 
@@ -114,6 +115,23 @@ def test_bjs_leave_out_flag_equals_the_api() -> None:
     assert rows == api.to_dicts()
     assert rows[0]["estimate"] == plain[0]["estimate"] and rows[0]["std_error"] > plain[0]["std_error"]
     assert "leave-out" in rows[0]["inference"]
+
+
+@pytest.mark.parametrize(
+    ("estimator", "scale"),
+    [("etwfe", "share"), ("bjs", "logodds"), ("sun-abraham", "logodds"), ("bacon", "logodds"),
+     ("callaway-santanna", "share")],
+)  # fmt: skip
+def test_prepared_race_panel_fits_as_fit_staggered_race(race_panel: Path, estimator: str, scale: str) -> None:
+    """One prepared panel serves several estimators: fitting it equals fit_staggered_race."""
+    data = pl.read_parquet(race_panel)
+    options: dict[str, Any] = {"n_boot": 0} if estimator == "callaway-santanna" else {}
+    prepared = prepare_staggered_race(data, estimator=estimator, scale=scale)  # type: ignore[arg-type]
+    got = fit_staggered(prepared, estimator=estimator, **options).tidy()  # type: ignore[arg-type]
+    want = fit_staggered_race(data, estimator=estimator, scale=scale, **options).tidy()  # type: ignore[arg-type]
+    assert got.to_dicts() == want.to_dicts()
+    with pytest.raises(SpecificationError, match="twfe-weights takes the race unit panel"):
+        prepare_staggered_race(data, estimator="twfe-weights")
 
 
 def test_logodds_scale_and_month_cohorts(race_panel: Path) -> None:

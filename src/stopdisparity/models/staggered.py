@@ -373,20 +373,13 @@ def fit_staggered_race(
             f"scale='logodds' applies to the linear estimators; {estimator} models the stop counts "
             "(etwfe's logit already assumes parallel trends in log odds)"
         )
-    own = "period" if estimator == "twfe-weights" else cohort
-    panel = race_unit_panel(
-        data,
-        race_pair=race_pair,
-        unit=unit,
-        period=period,
-        treatment=treatment,
-        first_treated=first_treated,
-        cluster=cluster,
-        cohort=own,
-        period_length=period_length,
-        missing=missing,
-    )
+    common: dict[str, Any] = {
+        "race_pair": race_pair, "unit": unit, "period": period, "treatment": treatment,
+        "first_treated": first_treated, "cluster": cluster, "period_length": period_length,
+        "missing": missing,
+    }  # fmt: skip
     if estimator == "twfe-weights":
+        panel = race_unit_panel(data, cohort="period", **common)
         from stopdisparity.models._bacon import twfe_weights
 
         # a cell without stops has weight 0 (left out); its share is set to 0 only to be defined
@@ -400,12 +393,53 @@ def fit_staggered_race(
             outcome=SHARE,
             **options,
         )
+    prepared = prepare_staggered_race(data, estimator=estimator, cohort=cohort, scale=scale, **common)
+    return fit_staggered(prepared, estimator=estimator, **options)
+
+
+def prepare_staggered_race(
+    data: pl.DataFrame,
+    *,
+    estimator: StaggeredEstimator,
+    race_pair: tuple[str, str] = ("hispanic", "white"),
+    unit: str = "county_fips",
+    period: str = "period",
+    treatment: str = "in_force",
+    first_treated: str = "first_treated",
+    cluster: str = "county_fips",
+    cohort: Cohort = "year",
+    scale: Scale = "share",
+    period_length: str | None = None,
+    missing: Missing = "raise",
+) -> StaggeredPanel:
+    """The panel :func:`fit_staggered_race` fits, for several estimators of one scale on the same data.
+
+    ``fit_staggered(prepare_staggered_race(data, estimator=e, ...), estimator=e)`` is
+    ``fit_staggered_race(data, estimator=e, ...)``; the panel is the same for every estimator but
+    ``bacon`` (unweighted log odds) and ``twfe-weights`` (not a staggered panel: refused here).
+    """
+    check_choice("estimator", estimator, STAGGERED_ESTIMATORS)
+    check_choice("scale", scale, SCALES)
+    if estimator == "twfe-weights":
+        raise SpecificationError("twfe-weights takes the race unit panel itself: use fit_staggered_race")
+    panel = race_unit_panel(
+        data,
+        race_pair=race_pair,
+        unit=unit,
+        period=period,
+        treatment=treatment,
+        first_treated=first_treated,
+        cluster=cluster,
+        cohort=cohort,
+        period_length=period_length,
+        missing=missing,
+    )
     outcome: dict[str, Any] = {"yname": FOCAL, "trials": TRIALS}
     if scale == "logodds":
         lo = ((pl.col(FOCAL) + 0.5) / (pl.col(TRIALS) - pl.col(FOCAL) + 0.5)).log()
         panel = panel.with_columns(lo.alias(LOGODDS))
         outcome = {"yname": LOGODDS, "weights": None if estimator == "bacon" else TRIALS}
-    prepared = prepare_staggered(
+    return prepare_staggered(
         panel,
         idname=unit,
         tname=period,
@@ -413,10 +447,9 @@ def fit_staggered_race(
         cluster=None if cluster == unit else cluster,
         missing=missing,
         outcome_scale=scale,
-        stacklevel=3,
+        stacklevel=4,
         **outcome,
     )
-    return fit_staggered(prepared, estimator=estimator, **options)
 
 
 @dataclass(frozen=True, slots=True)
