@@ -113,33 +113,15 @@ def _whitened_design(fit: Cr2Fit) -> sp.csr_matrix:
     return sp.diags(np.sqrt(fit.w)) @ x
 
 
-def _cluster_blocks(xs: sp.csr_matrix, xb3: np.ndarray) -> np.ndarray:
-    r""":math:`\tilde X_g (\tilde X_g B)'` of each of c clusters of s rows (c × s × s).
+def _block_diagonal(xs: sp.csr_matrix, c: int, s: int) -> sp.csr_matrix:
+    r"""The c clusters of s rows as the block-diagonal :math:`\mathrm{diag}_g(\tilde X_g)` (c·s × c·k).
 
-    ``xs`` holds the clusters' rows one cluster after another (sparse: a few fixed-effect dummies and
-    regressors per row), ``xb3`` their rows of :math:`\tilde XB` (c × s × k): each stored entry adds
-    its value times the cluster's column of :math:`\tilde XB`, so the work is nnz × s, not c·s²·k.
+    Per-cluster products with it become one sparse product in C, with no per-cluster Python step.
     """
-    c, s, _ = xb3.shape
     xs = xs.tocsr()
-    rows = np.repeat(np.arange(xs.shape[0]), np.diff(xs.indptr))
-    columns = np.ascontiguousarray(xb3.transpose(0, 2, 1))  # c × k × s: each gather reads a row
-    contrib = xs.data[:, None] * columns[rows // s, xs.indices]  # nnz × s
-    contrib = np.vstack([contrib, np.zeros((1, s))])  # reduceat may point one past the last entry
-    out = np.add.reduceat(contrib, xs.indptr[:-1], axis=0)
-    out[np.diff(xs.indptr) == 0] = 0.0  # reduceat returns the next entry for an empty row
-    return out.reshape(c, s, s)
-
-
-def _cluster_cross(xs: sp.csr_matrix, u: np.ndarray) -> np.ndarray:
-    r""":math:`\tilde X_g'u_g` of each of c clusters of s rows, as m × k × c (``u``: c × s × m)."""
-    c, s, m = u.shape
     k = xs.shape[1]
-    xs = xs.tocsr()
-    rows = np.repeat(np.arange(xs.shape[0]), np.diff(xs.indptr))
-    where = xs.indices * c + rows // s  # (column, cluster) of each stored entry
-    flat = u.reshape(c * s, m)[rows] * xs.data[:, None]  # nnz × m
-    return np.stack([np.bincount(where, flat[:, j], minlength=k * c).reshape(k, c) for j in range(m)])
+    cluster = np.repeat(np.arange(c * s) // s, np.diff(xs.indptr))
+    return sp.csr_matrix((xs.data, xs.indices + cluster * k, xs.indptr), shape=(c * s, c * k))
 
 
 def cr2_parts(fit: Cr2Fit) -> Cr2Parts:
@@ -174,15 +156,19 @@ def cr2_parts(fit: Cr2Fit) -> Cr2Parts:
             gs = same[start : start + per_batch]
             idx = order[(bounds[gs][:, None] + np.arange(size)[None, :]).ravel()]
             xs = xt[idx]
+            diag = _block_diagonal(xs, gs.size, size)
             xb3 = np.asarray(xs @ b).reshape(gs.size, size, k)
-            hgg = _cluster_blocks(xs, xb3)  # H_gg of each cluster (c × s × s)
+            # H_gg of each cluster (c × s × s): diag(X_g) times the stacked (X_g B)' (c·k × s)
+            hgg = np.asarray(diag @ xb3.transpose(0, 2, 1).reshape(gs.size * k, size))
+            hgg = hgg.reshape(gs.size, size, size)
             vals, vecs = np.linalg.eigh(np.eye(size)[None] - hgg)
             root = np.where(vals > _EIG_TOL, 1.0 / np.sqrt(np.clip(vals, _EIG_TOL, None)), 0.0)
             xbl = np.asarray(xs @ bl).reshape(gs.size, size, m)
             u = vecs @ (root[:, :, None] * (vecs.transpose(0, 2, 1) @ xbl))  # A_g X_g B l (c × s × m)
             scores[gs] = np.einsum("csm,cs->cm", u, e[idx].reshape(gs.size, size))
             uu[gs] = u.transpose(0, 2, 1) @ u
-            zmat[:, :, gs] = _cluster_cross(xs, u)
+            cross = np.asarray(diag.T @ u.reshape(gs.size * size, m))  # X_g'u_g stacked (c·k × m)
+            zmat[:, :, gs] = cross.reshape(gs.size, k, m).transpose(2, 1, 0)
     return Cr2Parts(scores, uu, zmat, b @ zmat)  # B Z_s for every contrast (m × k × G)
 
 
