@@ -38,7 +38,9 @@ from stopdisparity.store import CRASHPOINTS, Store, open_store
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from opp_files import csv_text, make_rows, write_opp, write_text
 
-pytestmark = pytest.mark.slow
+# one worker runs the module: its module fixtures (the stores, every crash case's subprocesses) are built
+# once, not once per xdist worker
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("kill_safety")]
 
 A = "nc_statewide_2020_04_01.csv"  # replaced: same base name, new content
 B = "nc_durham_2019_12_17.csv.zip"  # a zip member (read through a pipe)
