@@ -10,11 +10,9 @@ DEMO   ?= demo-output
 
 .PHONY: demo test lint bench lock clean
 
-# --no-compile: Python compiles the modules a run imports when it imports them, not all ~9,500 of the
-# dependencies' modules at install (about 20 s of a fresh install)
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --no-compile --disable-pip-version-check -c requirements.lock -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
