@@ -30,6 +30,7 @@ loadgroup tests/test_monte_carlo_staggered.py``; ``STOPDISPARITY_MC_OUT=DIR`` wr
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -57,18 +58,26 @@ def _sp(f: pl.DataFrame) -> pl.DataFrame:
     return f.filter(pl.col("agency") == "state_patrol")
 
 
-_PANELS: dict[str, Any] = {}
+_DRAW: dict[str, Any] = {}
+
+
+def _per_draw(key: object, name: str, make: Callable[[], Any]) -> Any:
+    """``make()`` once per draw: the methods of a draw get the same frame, effects and fit objects, so
+    ``key`` (one of them, held here so its identity stays unique) identifies the draw; a new key
+    replaces that name's value."""
+    if _DRAW.get(f"key:{name}") is not key:
+        _DRAW[f"key:{name}"], _DRAW[name] = key, make()
+    return _DRAW[name]
 
 
 def _fit(f: pl.DataFrame, estimator: str, scale: str, **options: Any) -> Any:
-    """``fit_staggered_race(_sp(f), estimator=..., scale=...)``, the draw's panel of each scale built once
-    (the methods of a draw get the same frame object)."""
-    if _PANELS.get("key") is not f:
-        _PANELS.clear()
-        _PANELS["key"] = f
-    if scale not in _PANELS:
-        _PANELS[scale] = prepare_staggered_race(_sp(f), estimator=estimator, scale=scale)  # type: ignore[arg-type]
-    return fit_staggered(_PANELS[scale], estimator=estimator, **options)  # type: ignore[arg-type]
+    """``fit_staggered_race(_sp(f), estimator=..., scale=...)``, the draw's panel of each scale built once."""
+    panel = _per_draw(
+        f,
+        f"panel:{scale}",
+        lambda: prepare_staggered_race(_sp(f), estimator=estimator, scale=scale),  # type: ignore[arg-type]
+    )
+    return fit_staggered(panel, estimator=estimator, **options)  # type: ignore[arg-type]
 
 
 def etwfe(f: pl.DataFrame) -> Any:
@@ -92,23 +101,20 @@ def cs(f: pl.DataFrame) -> Any:
     return _fit(f, "callaway-santanna", "logodds", n_boot=0)
 
 
-_LAST: dict[str, Any] = {}
-
-
 def _county_years(effects: pl.DataFrame, cells: pl.DataFrame) -> pl.DataFrame:
     """Per county-year: the log-odds effect (stop-weighted over months), the draw's stops, cohort.
 
     Computed once per draw (the methods of a draw share the same ``effects`` object).
     """
-    if _LAST.get("key") is effects:
-        return _LAST["value"]
-    per_year = effects.group_by("county_fips", (pl.col("period") // 12).alias("year")).agg(
-        ((pl.col("weight") * pl.col("delta")).sum() / pl.col("weight").sum()).alias("delta")
-    )
-    panel = race_unit_panel(_sp(cells)).rename({"period": "year"})
-    value = panel.join(per_year, on=["county_fips", "year"], how="left")
-    _LAST.update(key=effects, value=value)
-    return value
+
+    def make() -> pl.DataFrame:
+        per_year = effects.group_by("county_fips", (pl.col("period") // 12).alias("year")).agg(
+            ((pl.col("weight") * pl.col("delta")).sum() / pl.col("weight").sum()).alias("delta")
+        )
+        panel = race_unit_panel(_sp(cells)).rename({"period": "year"})
+        return panel.join(per_year, on=["county_fips", "year"], how="left")
+
+    return _per_draw(effects, "county_years", make)
 
 
 def treated_stop_weighted(effects: pl.DataFrame, cells: pl.DataFrame, _: Any) -> float:
@@ -166,14 +172,9 @@ def cs_simple(effects: pl.DataFrame, cells: pl.DataFrame, result: Any) -> float:
     return float((c["W"] * c["truth"]).sum() / c["W"].sum())
 
 
-_CR2: dict[str, Any] = {}
-
-
 def _cr2_tidy(result: Any) -> pl.DataFrame:
     """``cr2(result).tidy()``, made once per fit (the draw's methods share the fit object)."""
-    if _CR2.get("key") is not result:
-        _CR2.update(key=result, value=cr2(result).tidy())
-    return _CR2["value"]
+    return _per_draw(result, "cr2", lambda: cr2(result).tidy())
 
 
 def cr2_row(term: str) -> Any:

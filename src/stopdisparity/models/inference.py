@@ -502,12 +502,13 @@ def _exceed(t_star: np.ndarray, t: float) -> np.ndarray:
     return np.abs(t_star) >= abs(t) * (1 - _TIE) - 1e-300
 
 
-def _mc_p(hits: int, draws: int, enumerated: bool) -> float:
+def _mc_p(hits: Any, draws: int, enumerated: bool) -> Any:
     """The p-value of a resampling test with ``hits`` of ``draws`` statistics at least the sample one.
 
     ``hits / draws`` when the draws enumerate every assignment (the sample's own is among them, so
     p ≥ 1/draws); else ``(1 + hits) / (1 + draws)``, which counts the sample as a draw and is never 0
     (Davison & Hinkley 1997, eq. 4.11): a p of 0 from 999 random draws would claim more than they show.
+    ``hits`` may be an int (a float comes back) or an array of candidate counts (elementwise).
     """
     return hits / draws if enumerated else (1 + hits) / (1 + draws)
 
@@ -2047,7 +2048,7 @@ def _ri_gap(t_star: np.ndarray, t: float, exact: bool, alpha: float) -> float:
     """
     ok = np.abs(t_star[np.isfinite(t_star)])
     h = np.arange(ok.size + 1)
-    p = np.array([_mc_p(int(k), max(ok.size, 1), exact) for k in h])
+    p = _mc_p(h, max(ok.size, 1), exact)  # every candidate count at once (N can be 10^5)
     above = np.flatnonzero(p > alpha)
     if not above.size or ok.size == 0:
         return -math.inf
