@@ -1,28 +1,30 @@
--- purpose: Write one source's valid rows (already typed) as Hive-partitioned Parquet
---          (state=XX/year=YYYY) into the ingest's staging directory, each with its physical line.
+-- purpose: Write one source's valid rows (already typed) of one year as a single Parquet file in the
+--          ingest's staging directory (state=XX/year=YYYY/data_0.parquet, Hive layout), each with its
+--          physical line, in file order. One sorted file per statement gives the same bytes for the same
+--          input (a PARTITION_BY write interleaves rows in the order its threads finish).
 -- input: the parsed source's Parquet file $parsed; county_lookup(county_name, county_fips);
 --        skip_offsets(threshold, k): k blank or rejected lines lie before the row whose file row
 --        number >= threshold;
 --        line_offsets(threshold, extra): logical lines >= threshold lie `extra` physical lines lower
--- params: $parsed VARCHAR, $out VARCHAR, $source_file VARCHAR, $state VARCHAR, $first_line INTEGER
--- fragments: stored_columns, year_expr, county_join, skip_join, skipped_before, line_join, extra_before, order_by
--- grain: one row per stored stop
+-- params: $parsed VARCHAR, $out VARCHAR, $source_file VARCHAR, $first_line INTEGER, $year BIGINT
+-- fragments: stored_columns, year_expr, county_join, skip_join, skipped_before, line_join, extra_before
+-- grain: one row per stored stop of year $year (NULL: rows without a date)
 COPY (
     WITH positioned AS (
         SELECT c.*, c.file_row_number + $first_line + {{skipped_before}} AS _logical
         FROM read_parquet($parsed, file_row_number = true) AS c
         {{skip_join}}
-        WHERE c._fail IS NULL
+        WHERE c._fail IS NULL AND {{year_expr}} IS NOT DISTINCT FROM CAST($year AS BIGINT)
     )
     SELECT
         {{stored_columns}},
         $source_file AS source_file,
         c._logical + {{extra_before}} AS source_line,
-        lk.county_fips AS county_fips,
-        $state AS state,
-        {{year_expr}} AS year
+        lk.county_fips AS county_fips
     FROM positioned AS c
     {{line_join}}
     {{county_join}}
-    {{order_by}}
-) TO $out (FORMAT parquet, PARTITION_BY (state, year), COMPRESSION zstd)
+    -- joins (the ASOF offsets, the county lookup's parallel probe) do not keep the scan's order:
+    -- sorting restores the file order
+    ORDER BY source_line
+) TO $out (FORMAT parquet, COMPRESSION zstd)

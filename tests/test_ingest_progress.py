@@ -18,34 +18,14 @@ from typer.testing import CliRunner
 from stopdisparity.ingest import PROGRESS_INTERVAL, ingest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from opp_files import COLUMNS, opp_name, write_text
+from opp_files import big_text, opp_name, write_text
 
 ROWS = 200_000
-HEADER = ",".join(COLUMNS) + "\n"
-
-
-def big_text(rows: int = ROWS) -> str:
-    """``rows`` valid records with every column of ``opp_files.COLUMNS`` (about 250 bytes each, as OPP's
-    statewide files), varied enough that compression cannot shrink them away."""
-    races = ("white", "black", "hispanic", "asian/pacific islander", "other", "unknown")
-    bases = ("k9", "plain view", "consent", "probable cause", "other")
-    body = "".join(
-        f"{i},2017-{1 + i % 12:02d}-{1 + i % 28:02d},{i % 24:02d}:{i % 60:02d}:{(i * 7) % 60:02d},"
-        f"{i * 7919 % 100000} Main St,{35 + (i % 997) / 1000:.3f},{-79 - (i % 991) / 1000:.3f},"
-        f"Wake County,D{i % 9},{16 + i % 70},{races[i % 6]},{('male', 'female')[i % 2]},"
-        f"{i * 2654435761 % 2**40:010x},NC State Highway Patrol,vehicular,Speeding|Seat Belt,"
-        f"{b[i % 2]},{b[i % 3 == 0]},{b[i % 5 == 0]},citation,{b[i % 7 == 0]},{b[i % 11 == 0]},"
-        f"{b[i % 13 == 0]},{bases[i % 5] if i % 13 == 0 else 'NA'},Speed Limit Violation,Toyota,"
-        f"{1990 + i % 30},W,note {i * 104729 % 1000003},A{i % 1000:03d}\n"
-        for i in range(1, rows + 1)
-        for b in [("FALSE", "TRUE")]
-    )
-    return HEADER + body
 
 
 @pytest.fixture(scope="module")
 def text() -> str:
-    return big_text()
+    return big_text(ROWS)
 
 
 @pytest.mark.parametrize("fmt", ["csv", "csv.gz", "csv.zip"])

@@ -61,6 +61,7 @@ from stopdisparity.schema import (
 )
 from stopdisparity.sql import query_frame, run_query
 from stopdisparity.store import (
+    NULL_PARTITION,
     STORE_FORMAT,
     Store,
     Transaction,
@@ -260,8 +261,6 @@ def stored_fragments(
         ),
         "line_join": "ASOF LEFT JOIN line_offsets AS o ON c._logical >= o.threshold" if multiline else "",
         "extra_before": "coalesce(o.extra, 0)" if multiline else "0",
-        # an ASOF join does not keep the scan's order; sorting restores it (byte-identical output)
-        "order_by": "ORDER BY source_line" if (skips or multiline) else "",
     } | position_fragments(skips=skips)
 
 
@@ -549,19 +548,25 @@ def _stage_source(
 
     key = _source_key(source, sha)
     stops_out = tx.dir / "stops" / key
-    stops_out.parent.mkdir(parents=True, exist_ok=True)
-    run_query(
-        con,
-        "stage_stops",
-        {
-            "parsed": str(parsed),
-            "out": str(stops_out),
-            "source_file": source.name,
-            "state": source.state,
-            "first_line": first_line,
-        },
-        fragments=stored_fragments(columns, skips=has_skips, multiline=has_lines, has_county=has_county),
-    )
+    fragments = stored_fragments(columns, skips=has_skips, multiline=has_lines, has_county=has_county)
+    years = run_query(
+        con, "list_staged_years", {"parsed": str(parsed)}, fragments={"year_expr": fragments["year_expr"]}
+    ).fetchall()
+    for (year,) in years:  # one file per partition: the rows keep their file order (same bytes)
+        out = stops_out / f"state={source.state}" / f"year={NULL_PARTITION if year is None else year}"
+        out.mkdir(parents=True)
+        run_query(
+            con,
+            "stage_stops",
+            {
+                "parsed": str(parsed),
+                "out": str(out / "data_0.parquet"),
+                "source_file": source.name,
+                "first_line": first_line,
+                "year": year,
+            },
+            fragments=fragments,
+        )
     crashpoint("after_stage_stops")
     quality = _count_quality(con, parsed, [c.name for c in columns], source.state)
     quarantine_out = tx.dir / "quarantine" / f"{key}.parquet"

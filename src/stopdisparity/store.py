@@ -54,6 +54,7 @@ MANIFEST = "manifest.json"
 JOURNAL = "journal.json"
 STAGING = ".staging"
 LOCK = ".lock"
+NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"  # the partition value of a NULL year (Hive convention)
 
 #: Every crash point (test hook, see the module docstring), in the order an ingest reaches them.
 CRASHPOINTS: tuple[str, ...] = (
