@@ -1,13 +1,15 @@
 -- purpose: Write one source's valid rows (already typed) of one year as a single Parquet file in the
 --          ingest's staging directory (state=XX/year=YYYY/data_0.parquet, Hive layout), each with its
---          physical line, in file order. One sorted file per statement gives the same bytes for the same
---          input (a PARTITION_BY write interleaves rows in the order its threads finish).
--- input: the parsed source's Parquet file $parsed; county_lookup(county_name, county_fips);
+--          physical line, in file order. One file per statement gives the same bytes for the same input
+--          (a PARTITION_BY write interleaves rows in the order its threads finish); the county code
+--          comes from a map, not a join, which would give up the order.
+-- input: the parsed source's Parquet file $parsed;
 --        skip_offsets(threshold, k): k blank or rejected lines lie before the row whose file row
 --        number >= threshold;
 --        line_offsets(threshold, extra): logical lines >= threshold lie `extra` physical lines lower
 -- params: $parsed VARCHAR, $out VARCHAR, $source_file VARCHAR, $first_line INTEGER, $year BIGINT
--- fragments: stored_columns, year_expr, county_join, skip_join, skipped_before, line_join, extra_before
+-- fragment params: $county_names VARCHAR[], $county_fips VARCHAR[]
+-- fragments: stored_columns, year_expr, county_fips, skip_join, skipped_before, line_join, extra_before, order_by
 -- grain: one row per stored stop of year $year (NULL: rows without a date)
 COPY (
     WITH positioned AS (
@@ -20,11 +22,9 @@ COPY (
         {{stored_columns}},
         $source_file AS source_file,
         c._logical + {{extra_before}} AS source_line,
-        lk.county_fips AS county_fips
+        {{county_fips}} AS county_fips
     FROM positioned AS c
     {{line_join}}
-    {{county_join}}
-    -- joins (the ASOF offsets, the county lookup's parallel probe) do not keep the scan's order:
-    -- sorting restores the file order
-    ORDER BY source_line
+    -- the ASOF joins of the line offsets do not keep the scan's order: sorting restores it
+    {{order_by}}
 ) TO $out (FORMAT parquet, COMPRESSION zstd)

@@ -46,6 +46,7 @@ from stopdisparity.readers import (
     Feeder,
     RecordCount,
     Source,
+    count_records,
     discover,
     parse_header,
     sha256_file,
@@ -77,9 +78,6 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_LINE_SIZE = 2_097_152
 #: Least buffer in which DuckDB reads a source (bytes).
 PARSE_BUFFER = 8 << 20
-#: Rows of one partition (state, year) DuckDB buffers before writing them out (measured on 5M rows:
-#: half the time and two thirds of the memory of DuckDB's default 524,288, and no spill).
-PARTITION_FLUSH_ROWS = 65_536
 
 #: Progress callback: (source name, input bytes consumed, bytes total or None). Input bytes are those
 #: of the file on disk (compressed bytes for .csv.gz, the member's bytes for a zip member).
@@ -241,12 +239,15 @@ def position_fragments(*, skips: bool) -> dict[str, str]:
 
 
 def stored_fragments(
-    columns: Sequence[Column], *, skips: bool, multiline: bool, has_county: bool
+    columns: Sequence[Column], *, skips: bool, multiline: bool, has_lookup: bool
 ) -> dict[str, str]:
     """Fragments of ``stage_stops.sql``: the source's canonical columns in canonical order, then raw/extra.
 
     Only the source's own columns are written (an all-NULL column costs DuckDB's Parquet writer
     dearly); :meth:`Store.connect` and :meth:`Store.scan` add absent canonical columns as typed NULLs.
+    The county code is looked up in a map bound as ``$county_names`` / ``$county_fips``
+    (``has_lookup``), not joined: a join gives up the rows' file order, which the store keeps.
+    Only the ASOF joins of the line offsets (``skips``, ``multiline``) need the rows sorted again.
     """
     present = {c.name for c in columns}
     select = [f"c.{quote_identifier(n)}" for n in CANONICAL_COLUMNS if n in present]
@@ -254,13 +255,14 @@ def stored_fragments(
     return {
         "stored_columns": ",\n        ".join(select),
         "year_expr": f"year(c.{quote_identifier('date')})" if "date" in present else "CAST(NULL AS BIGINT)",
-        "county_join": (
-            f"LEFT JOIN county_lookup AS lk ON lk.county_name = c.{quote_identifier('county_name')}"
-            if has_county
-            else "LEFT JOIN county_lookup AS lk ON false"
+        "county_fips": (
+            f"map_extract_value(MAP($county_names, $county_fips), c.{quote_identifier('county_name')})"
+            if has_lookup
+            else "CAST(NULL AS VARCHAR)"
         ),
         "line_join": "ASOF LEFT JOIN line_offsets AS o ON c._logical >= o.threshold" if multiline else "",
         "extra_before": "coalesce(o.extra, 0)" if multiline else "0",
+        "order_by": "ORDER BY source_line" if (skips or multiline) else "",
     } | position_fragments(skips=skips)
 
 
@@ -303,11 +305,123 @@ def _parse_csv(
 ) -> tuple[list[Column], RecordCount, str | None]:
     """Parse a CSV source into the Parquet file ``parsed``; count its records independently meanwhile.
 
-    Every text source (.csv, .csv.gz, a zip member) reaches DuckDB through a named pipe fed by a
-    :class:`Feeder`, which decompresses once and counts records on the same bytes: the input is
-    read once, a zip member never touches the disk, and the bytes DuckDB has consumed are known
-    exactly, which drives ``progress``. Returns the columns, the count and the SHA-256 of the
-    decompressed bytes (None for a plain .csv, whose file hash is its content hash).
+    A plain .csv is read by DuckDB from disk on all its threads (:func:`_parse_direct`); every other
+    text source, and a .csv with a carriage return, goes through a named pipe (:func:`_parse_piped`).
+    Returns the columns, the count and the SHA-256 of the decompressed bytes (None for a plain
+    .csv, whose file hash is its content hash).
+    """
+    header = _read_header(source)
+    columns = _classify(parse_header(source, header, encoding), source)
+    single_byte = not encoding.lower().replace("_", "-").startswith("utf-16")  # CR, LF are one byte
+    count, content = None, None
+    if source.kind == "csv" and single_byte:
+        count = _parse_direct(con, source, index, parsed, columns, encoding, max_line_size, progress)
+    if count is None:
+        count, content = _parse_piped(
+            con, source, tx, index, parsed, columns, encoding, max_line_size, progress, normalize=single_byte
+        )
+    if count.unterminated_quote:
+        log.warning("%s: the file ends inside a quoted field", source.label)
+    return columns, count, content
+
+
+def _parse_direct(
+    con: duckdb.DuckDBPyConnection,
+    source: Source,
+    index: int,
+    parsed: Path,
+    columns: Sequence[Column],
+    encoding: str,
+    max_line_size: int,
+    progress: ProgressFn | None,
+) -> RecordCount | None:
+    """Parse a plain .csv straight from disk, in parallel, while a thread counts its records.
+
+    DuckDB splits a file it can seek in among its threads (through a pipe it parses on one). Its
+    progress, the share of the file's bytes its scanner has consumed, drives ``progress``. The
+    count's pass also looks for carriage returns: DuckDB reads one line ending per file, so a file
+    holding any CR returns None, its parse discarded, to go through the normalizing pipe instead.
+    """
+    result: list[RecordCount | BaseException] = []
+
+    def count() -> None:
+        try:
+            result.append(count_records(source))
+        except BaseException as e:  # re-raised in the caller's thread
+            result.append(e)
+
+    counter = threading.Thread(target=count, name=f"count:{source.name}", daemon=True)
+    counter.start()
+    total = source.path.stat().st_size
+    done = threading.Event()
+    _watch_query(con, source.name, total, progress, done)
+    if crash_enabled():  # test hook: die while DuckDB parses the source
+        threading.Thread(target=crashpoint, args=("parse",), daemon=True).start()
+    failure: IngestError | None = None
+    try:
+        _run_parse(con, index, str(source.path), parsed, columns, "none", encoding, max_line_size, source)
+    except IngestError as e:
+        failure = e
+    finally:
+        done.set()
+        counter.join()
+    [outcome] = result
+    if isinstance(outcome, BaseException):
+        raise outcome
+    if outcome.carriage_returns:
+        _discard_parse(con, index, parsed)
+        return None
+    if failure is not None:
+        raise failure
+    if progress is not None:
+        progress(source.name, total, total)
+    return outcome
+
+
+def _discard_parse(con: duckdb.DuckDBPyConnection, index: int, parsed: Path) -> None:
+    """Drop a source's parse (its Parquet file and rejects tables), to parse it again."""
+    parsed.unlink(missing_ok=True)
+    for name in (f"rejects_{index}", f"rejects_scan_{index}"):
+        run_query(con, "drop_staging_table", fragments={"table": name})
+
+
+def _watch_query(
+    con: duckdb.DuckDBPyConnection, name: str, total: int, progress: ProgressFn | None, done: threading.Event
+) -> None:
+    """Report the file bytes DuckDB's scanner has consumed (its query progress) until ``done``."""
+    if progress is None:
+        return
+
+    def loop() -> None:
+        last = 0
+        while not done.wait(PROGRESS_INTERVAL / 4):
+            share = con.query_progress()  # percent of the scan; -1 before the query starts
+            now = min(int(total * share / 100), total - 1)
+            if now > last:
+                progress(name, now, total)
+                last = now
+
+    threading.Thread(target=loop, name=f"progress:{name}", daemon=True).start()
+
+
+def _parse_piped(
+    con: duckdb.DuckDBPyConnection,
+    source: Source,
+    tx: Transaction,
+    index: int,
+    parsed: Path,
+    columns: Sequence[Column],
+    encoding: str,
+    max_line_size: int,
+    progress: ProgressFn | None,
+    *,
+    normalize: bool,
+) -> tuple[RecordCount, str | None]:
+    """Parse a text source through a named pipe fed by a :class:`Feeder`, which counts meanwhile.
+
+    The Feeder decompresses once and counts records on the same bytes: the input is read once, a
+    zip member never touches the disk, and the bytes DuckDB has consumed are known exactly, which
+    drives ``progress``. Record-ending CRLFs reach DuckDB as LF (``normalize``; not for UTF-16).
     """
     if source.kind == "csv.zip":
         import zipfile
@@ -318,11 +432,7 @@ def _parse_csv(
         total = source.path.stat().st_size
     fifo = tx.dir / f"pipe_{index}"
     os.mkfifo(fifo)
-    # CR and LF are single bytes in UTF-8 and Latin-1, not in UTF-16: there the stream goes as it is
-    feeder = Feeder(source, fifo, normalize=not encoding.lower().replace("_", "-").startswith("utf-16"))
-    # the header is needed before DuckDB starts: read it from a separate short stream
-    header = _read_header(source)
-    columns = _classify(parse_header(source, header, encoding), source)
+    feeder = Feeder(source, fifo, normalize=normalize)
     feeder.start()
     _watch(feeder, source.name, total, progress)
     if crash_enabled():  # test hook: die once DuckDB is reading the source
@@ -336,10 +446,7 @@ def _parse_csv(
         raise
     finally:
         _drain(fifo, feeder)
-    count = feeder.join()
-    if count.unterminated_quote:
-        log.warning("%s: the file ends inside a quoted field", source.label)
-    return columns, count, feeder.content_sha256  # type: ignore[return-value]
+    return feeder.join(), feeder.content_sha256
 
 
 def _classify(names: Sequence[str], source: Source) -> list[Column]:
@@ -537,18 +644,22 @@ def _stage_source(
     # county names -> FIPS, resolved once per distinct name
     has_county = any(c.name == "county_name" for c in columns)
     unresolved: list[dict[str, Any]] = []
-    lookup = pl.DataFrame(schema={"county_name": pl.String, "county_fips": pl.String})
+    lookup: dict[str, list[str]] = {}
     if has_county:
         names = query_frame(con, "list_parsed_county_names", {"parsed": str(parsed)})
         if names.height:
             resolution = resolve_counties(names.with_columns(pl.lit(source.state).alias("state")))
-            lookup = resolution.frame.select("county_name", "county_fips").drop_nulls("county_fips")
+            found = resolution.frame.drop_nulls("county_fips")
+            if found.height:
+                lookup = {
+                    "county_names": found["county_name"].to_list(),
+                    "county_fips": found["county_fips"].to_list(),
+                }
             unresolved = resolution.unresolved.filter(pl.col("county_name").is_not_null()).to_dicts()
-    con.register("county_lookup", lookup)
 
     key = _source_key(source, sha)
     stops_out = tx.dir / "stops" / key
-    fragments = stored_fragments(columns, skips=has_skips, multiline=has_lines, has_county=has_county)
+    fragments = stored_fragments(columns, skips=has_skips, multiline=has_lines, has_lookup=bool(lookup))
     years = run_query(
         con, "list_staged_years", {"parsed": str(parsed)}, fragments={"year_expr": fragments["year_expr"]}
     ).fetchall()
@@ -564,7 +675,8 @@ def _stage_source(
                 "source_file": source.name,
                 "first_line": first_line,
                 "year": year,
-            },
+            }
+            | lookup,
             fragments=fragments,
         )
     crashpoint("after_stage_stops")
@@ -850,9 +962,9 @@ def _run(
     config = duckdb_config(
         memory_limit=duckdb_share(memory_limit), threads=threads, temp_directory=tx.dir / "spill"
     )
-    # the partitioned write flushes a partition's rows every PARTITION_FLUSH_ROWS instead of DuckDB's
-    # 524,288: a year of a statewide file then never waits in memory (or spill) in full
-    config["partitioned_write_flush_threshold"] = PARTITION_FLUSH_ROWS
+    # the parsed rows' order is their line numbers: keep DuckDB from turning the vocabulary checks
+    # (list_contains) into a join, which gives up the row order of a parallel CSV scan
+    config["disabled_optimizers"] = "in_clause"
     # in memory, spilling to the transaction's directory beyond the memory limit
     con = duckdb.connect(":memory:", config=config)
     reports: list[SourceReport] = []

@@ -250,6 +250,7 @@ class RecordCounter:
     blank_lines: list[int] = field(default_factory=list)  # 1-based logical numbers
     extra_newlines: dict[int, int] = field(default_factory=dict)  # logical line -> embedded newlines
     first_line: bytearray = field(default_factory=bytearray)
+    carriage_returns: bool = False  # a CR byte anywhere (CRLF line ends, or a CR inside a value)
     _tail: bytes = b""  # bytes after the last newline, carried to the next chunk
     _continues: bool = False  # the next line continues a quoted field
     _first_done: bool = False
@@ -263,6 +264,8 @@ class RecordCounter:
         """
         if not chunk:
             return b""
+        if not self.carriage_returns and b"\r" in chunk:
+            self.carriage_returns = True
         if not self._first_done:
             end = chunk.find(b"\n")
             self.first_line += chunk if end < 0 else chunk[:end]
@@ -356,6 +359,7 @@ class RecordCounter:
             multiline=tuple(sorted(self.extra_newlines.items())),
             unterminated_quote=self.in_quote,
             header=bytes(self.first_line).rstrip(b"\r"),
+            carriage_returns=self.carriage_returns,
         )
 
 
@@ -369,6 +373,7 @@ class RecordCount:
     multiline: tuple[tuple[int, int], ...]
     unterminated_quote: bool
     header: bytes
+    carriage_returns: bool = False  # the stream holds a CR byte: its line ends need normalizing
 
     @property
     def data_rows(self) -> int:
