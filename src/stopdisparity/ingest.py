@@ -312,13 +312,19 @@ def _parse_csv(
     """
     header = _read_header(source)
     columns = _classify(parse_header(source, header, encoding), source)
+
+    def parse(path: str) -> None:
+        _run_parse(con, index, path, parsed, columns, "none", encoding, max_line_size, source)
+
     single_byte = not encoding.lower().replace("_", "-").startswith("utf-16")  # CR, LF are one byte
     count, content = None, None
     if source.kind == "csv" and single_byte:
-        count = _parse_direct(con, source, index, parsed, columns, encoding, max_line_size, progress)
+        count = _parse_direct(con, source, parse, progress)
+        if count is None:  # a carriage return: parse again through the pipe
+            _discard_parse(con, index, parsed)
     if count is None:
         count, content = _parse_piped(
-            con, source, tx, index, parsed, columns, encoding, max_line_size, progress, normalize=single_byte
+            source, tx.dir / f"pipe_{index}", parse, progress, normalize=single_byte
         )
     if count.unterminated_quote:
         log.warning("%s: the file ends inside a quoted field", source.label)
@@ -326,21 +332,14 @@ def _parse_csv(
 
 
 def _parse_direct(
-    con: duckdb.DuckDBPyConnection,
-    source: Source,
-    index: int,
-    parsed: Path,
-    columns: Sequence[Column],
-    encoding: str,
-    max_line_size: int,
-    progress: ProgressFn | None,
+    con: duckdb.DuckDBPyConnection, source: Source, parse: Callable[[str], None], progress: ProgressFn | None
 ) -> RecordCount | None:
     """Parse a plain .csv straight from disk, in parallel, while a thread counts its records.
 
     DuckDB splits a file it can seek in among its threads (through a pipe it parses on one). Its
     progress, the share of the file's bytes its scanner has consumed, drives ``progress``. The
-    count's pass also looks for carriage returns: DuckDB reads one line ending per file, so a file
-    holding any CR returns None, its parse discarded, to go through the normalizing pipe instead.
+    count's pass also looks for carriage returns: DuckDB reads one line ending per file, so for a
+    file holding any CR this returns None, to parse it again through the normalizing pipe.
     """
     result: list[RecordCount | BaseException] = []
 
@@ -354,22 +353,27 @@ def _parse_direct(
     counter.start()
     total = source.path.stat().st_size
     done = threading.Event()
-    _watch_query(con, source.name, total, progress, done)
+
+    def consumed() -> int:  # DuckDB's query progress: percent of the scan, -1 before it starts
+        return min(int(total * con.query_progress() / 100), total - 1)
+
+    watcher = _watch(source.name, total, progress, consumed, done.wait)
     if crash_enabled():  # test hook: die while DuckDB parses the source
         threading.Thread(target=crashpoint, args=("parse",), daemon=True).start()
     failure: IngestError | None = None
     try:
-        _run_parse(con, index, str(source.path), parsed, columns, "none", encoding, max_line_size, source)
+        parse(str(source.path))
     except IngestError as e:
         failure = e
     finally:
         done.set()
         counter.join()
+        if watcher is not None:
+            watcher.join()  # its last report comes before the final one below
     [outcome] = result
     if isinstance(outcome, BaseException):
         raise outcome
     if outcome.carriage_returns:
-        _discard_parse(con, index, parsed)
         return None
     if failure is not None:
         raise failure
@@ -385,37 +389,8 @@ def _discard_parse(con: duckdb.DuckDBPyConnection, index: int, parsed: Path) -> 
         run_query(con, "drop_staging_table", fragments={"table": name})
 
 
-def _watch_query(
-    con: duckdb.DuckDBPyConnection, name: str, total: int, progress: ProgressFn | None, done: threading.Event
-) -> None:
-    """Report the file bytes DuckDB's scanner has consumed (its query progress) until ``done``."""
-    if progress is None:
-        return
-
-    def loop() -> None:
-        last = 0
-        while not done.wait(PROGRESS_INTERVAL / 4):
-            share = con.query_progress()  # percent of the scan; -1 before the query starts
-            now = min(int(total * share / 100), total - 1)
-            if now > last:
-                progress(name, now, total)
-                last = now
-
-    threading.Thread(target=loop, name=f"progress:{name}", daemon=True).start()
-
-
 def _parse_piped(
-    con: duckdb.DuckDBPyConnection,
-    source: Source,
-    tx: Transaction,
-    index: int,
-    parsed: Path,
-    columns: Sequence[Column],
-    encoding: str,
-    max_line_size: int,
-    progress: ProgressFn | None,
-    *,
-    normalize: bool,
+    source: Source, fifo: Path, parse: Callable[[str], None], progress: ProgressFn | None, *, normalize: bool
 ) -> tuple[RecordCount, str | None]:
     """Parse a text source through a named pipe fed by a :class:`Feeder`, which counts meanwhile.
 
@@ -428,17 +403,21 @@ def _parse_piped(
 
         with zipfile.ZipFile(source.path) as zf:
             total: int | None = zf.getinfo(source.member or "").file_size
-    else:  # .csv.gz: progress counts the compressed bytes consumed, out of the file's size
+    else:  # .csv, .csv.gz: progress counts the file's bytes consumed (compressed for .csv.gz)
         total = source.path.stat().st_size
-    fifo = tx.dir / f"pipe_{index}"
     os.mkfifo(fifo)
     feeder = Feeder(source, fifo, normalize=normalize)
     feeder.start()
-    _watch(feeder, source.name, total, progress)
+
+    def fed(timeout: float) -> bool:
+        feeder._thread.join(timeout)
+        return not feeder._thread.is_alive()
+
+    _watch(source.name, total, progress, lambda: feeder.bytes_in, fed)
     if crash_enabled():  # test hook: die once DuckDB is reading the source
         threading.Thread(target=_crash_while_feeding, args=(feeder,), daemon=True).start()
     try:
-        _run_parse(con, index, str(fifo), parsed, columns, "none", encoding, max_line_size, source)
+        parse(str(fifo))
     except IngestError as e:
         _drain(fifo, feeder)
         if isinstance(feeder.error, IngestError):  # a corrupt stream explains DuckDB's error
@@ -457,23 +436,33 @@ def _classify(names: Sequence[str], source: Source) -> list[Column]:
         raise IngestError(f"{e}; the store is unchanged") from e
 
 
-def _watch(feeder: Feeder, name: str, total: int | None, progress: ProgressFn | None) -> None:
-    """Report the input bytes the parser has consumed, every :data:`PROGRESS_INTERVAL` s while it grows."""
+def _watch(
+    name: str,
+    total: int | None,
+    progress: ProgressFn | None,
+    consumed: Callable[[], int],
+    wait: Callable[[float], bool],
+) -> threading.Thread | None:
+    """Report the input bytes consumed while a source is read, every :data:`PROGRESS_INTERVAL` s it grew.
+
+    ``wait(seconds)`` waits at most that long and says whether the reading is over. Returns the
+    reporting thread (None without ``progress``), which ends after the reading.
+    """
     if progress is None:
-        return
+        return None
 
     def loop() -> None:
-        last = -1
-        while feeder._thread.is_alive():
-            done = feeder.bytes_in
-            if done > last:
-                progress(name, done, total)
-                last = done
-            feeder._thread.join(PROGRESS_INTERVAL)
-        if feeder.bytes_in > last:
-            progress(name, feeder.bytes_in, total)
+        last, over = 0, False
+        while not over:
+            over = wait(PROGRESS_INTERVAL)
+            now = consumed()
+            if now > last:
+                progress(name, now, total)
+                last = now
 
-    threading.Thread(target=loop, name=f"progress:{name}", daemon=True).start()
+    thread = threading.Thread(target=loop, name=f"progress:{name}", daemon=True)
+    thread.start()
+    return thread
 
 
 def _crash_while_feeding(feeder: Feeder) -> None:
