@@ -321,7 +321,7 @@ def _parse_csv(
     if source.kind == "csv" and single_byte:
         count = _parse_direct(con, source, parse, progress)
         if count is None:  # a carriage return: parse again through the pipe
-            _discard_parse(con, index, parsed)
+            _drop_parse(con, index, parsed)
     if count is None:
         count, content = _parse_piped(
             source, tx.dir / f"pipe_{index}", parse, progress, normalize=single_byte
@@ -382,11 +382,11 @@ def _parse_direct(
     return outcome
 
 
-def _discard_parse(con: duckdb.DuckDBPyConnection, index: int, parsed: Path) -> None:
-    """Drop a source's parse (its Parquet file and rejects tables), to parse it again."""
-    parsed.unlink(missing_ok=True)
+def _drop_parse(con: duckdb.DuckDBPyConnection, index: int, parsed: Path) -> None:
+    """Drop a source's parse (its Parquet file and rejects tables): once staged, or to parse it again."""
     for name in (f"rejects_{index}", f"rejects_scan_{index}"):
         run_query(con, "drop_staging_table", fragments={"table": name})
+    parsed.unlink(missing_ok=True)
 
 
 def _parse_piped(
@@ -699,9 +699,7 @@ def _stage_source(
             f"quarantined {quarantined:,}; rows would be lost, so nothing was committed. "
             "Please report this with the file."
         )
-    for name in (f"rejects_{index}", f"rejects_scan_{index}"):
-        run_query(con, "drop_staging_table", fragments={"table": name})
-    parsed.unlink()
+    _drop_parse(con, index, parsed)
     report = SourceReport(
         path=str(source.path.resolve()),
         name=source.name,
