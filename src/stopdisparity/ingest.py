@@ -408,12 +408,7 @@ def _parse_piped(
     os.mkfifo(fifo)
     feeder = Feeder(source, fifo, normalize=normalize)
     feeder.start()
-
-    def fed(timeout: float) -> bool:
-        feeder._thread.join(timeout)
-        return not feeder._thread.is_alive()
-
-    _watch(source.name, total, progress, lambda: feeder.bytes_in, fed)
+    _watch(source.name, total, progress, lambda: feeder.bytes_in, feeder.wait)
     if crash_enabled():  # test hook: die once DuckDB is reading the source
         threading.Thread(target=_crash_while_feeding, args=(feeder,), daemon=True).start()
     try:
@@ -467,20 +462,20 @@ def _watch(
 
 def _crash_while_feeding(feeder: Feeder) -> None:
     """Test hook: reach the ``parse`` crash point once the feeder has passed bytes to DuckDB."""
-    while feeder.bytes_out == 0 and feeder._thread.is_alive():
-        feeder._thread.join(0.001)
+    while feeder.bytes_out == 0 and not feeder.wait(0.001):
+        pass
     crashpoint("parse")
 
 
 def _drain(fifo: Path, feeder: Feeder) -> None:
     """If DuckDB stopped reading early, drain the pipe so the feeder thread can finish."""
-    if feeder._thread.is_alive():
+    if not feeder.wait(0):
         try:
             fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
             with os.fdopen(fd, "rb") as f:
-                while feeder._thread.is_alive():
+                while not feeder.wait(0):
                     if not f.read(1 << 20):
-                        feeder._thread.join(0.05)
+                        feeder.wait(0.05)
         except OSError:
             pass
 

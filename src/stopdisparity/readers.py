@@ -467,6 +467,11 @@ class Feeder:
             self.error = e
             _unblock_reader(self.fifo)
 
+    def wait(self, timeout: float) -> bool:
+        """Wait at most ``timeout`` seconds for the stream to end; return whether it has."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
     def join(self) -> RecordCount:
         """Wait for the stream to end and return the count (re-raising a stream error)."""
         self._thread.join()
