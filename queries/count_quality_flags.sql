@@ -5,14 +5,13 @@
 --          location_outside_state: lat or lng outside the state's bounding box (longitude taken
 --          modulo 360 from $lng_min, so a box across the antimeridian works; |lng| > 180 is outside).
 --          A flag whose columns the source lacks is NULL (not checkable), not 0.
--- input: the parsed source's Parquet file $parsed (typed columns; `_fail` is NULL for the rows stored)
--- params: $parsed VARCHAR, $has_search_basis BOOLEAN, $has_age BOOLEAN, $has_location BOOLEAN, $age_min DOUBLE, $age_max DOUBLE, $lat_min DOUBLE, $lat_max DOUBLE, $lng_min DOUBLE, $lng_max DOUBLE
+-- input: the source's staged year files $files (its stored rows)
+-- params: $files VARCHAR[], $has_search_basis BOOLEAN, $has_age BOOLEAN, $has_location BOOLEAN, $age_min DOUBLE, $age_max DOUBLE, $lat_min DOUBLE, $lat_max DOUBLE, $lng_min DOUBLE, $lng_max DOUBLE
 -- fragments: quality_columns
 -- grain: one row
 WITH kept AS (
     SELECT {{quality_columns}}
-    FROM read_parquet($parsed) AS c
-    WHERE c._fail IS NULL
+    FROM read_parquet($files) AS c
 )
 SELECT
     count(*) AS rows_checked,

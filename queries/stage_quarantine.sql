@@ -1,19 +1,21 @@
 -- purpose: Write one source's rejected rows (failed checks, and records the CSV parser refused) to a
 --          quarantine Parquet file, each with its physical line, first failing column and reason.
--- input: the parsed source's Parquet file $parsed; fail_codes(code, column_name, reason, message); the parser's
---        rejects table {{rejects}}; skip_offsets(threshold, k); line_offsets(threshold, extra)
--- params: $parsed VARCHAR, $out VARCHAR, $source_file VARCHAR, $first_line INTEGER
+-- input: the source's rows that failed a check, Parquet file $failed (`_row`: the parsed record's
+--        ordinal, `_fail`, `_raw`; see partitions.YearRouter); fail_codes(code, column_name, reason,
+--        message); the parser's rejects table {{rejects}}; skip_offsets(threshold, k);
+--        line_offsets(threshold, extra)
+-- params: $failed VARCHAR, $out VARCHAR, $source_file VARCHAR, $first_line INTEGER
 -- fragments: rejects, skip_join, skipped_before
 -- grain: one row per rejected input row
 COPY (
     WITH failed AS (
         SELECT
-            c.file_row_number + $first_line + {{skipped_before}} AS logical_line,
+            c._row + $first_line + {{skipped_before}} AS logical_line,
             f.column_name,
             f.reason,
             c._raw AS raw_text,
             f.message
-        FROM read_parquet($parsed, file_row_number = true) AS c
+        FROM read_parquet($failed) AS c
         {{skip_join}}
         JOIN fail_codes AS f ON f.code = c._fail
     ),

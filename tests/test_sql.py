@@ -97,7 +97,7 @@ def test_every_query_file_parses() -> None:
 
 
 def test_load_query_unknown_name_lists_known() -> None:
-    with pytest.raises(QueryError, match=r"no query named 'nope'.*stage_stops"):
+    with pytest.raises(QueryError, match=r"no query named 'nope'.*stage_quarantine"):
         load_query("nope")
 
 

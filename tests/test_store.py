@@ -114,10 +114,10 @@ def test_fresh_stores_get_byte_identical_files(tmp_path: Path) -> None:
 
 
 def test_stores_of_many_row_groups_get_byte_identical_files(tmp_path: Path) -> None:
-    """Parallel staging keeps each partition's rows in file order, so the files repeat byte for byte.
+    """A parallel parse keeps each partition's rows in file order, so the files repeat byte for byte.
 
-    300k rows over 8 years: the parsed rows span three Parquet row groups, which DuckDB's threads
-    stage concurrently; a PARTITION_BY write interleaves them in the order the threads finish.
+    300k rows over 8 years, parsed on 4 threads: DuckDB's threads finish in any order (a
+    PARTITION_BY write would interleave their rows), and the stream's batches are cut anywhere.
     """
     path = write_text(tmp_path / NC, big_text(300_000, years=8))
     ingest([path], tmp_path / "s1", threads=4)

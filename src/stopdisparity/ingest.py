@@ -42,6 +42,7 @@ import polars as pl
 
 from stopdisparity import __version__
 from stopdisparity.errors import IngestError, QueryError, ReconciliationError, SchemaError, StoreError
+from stopdisparity.partitions import Routed, YearRouter, route
 from stopdisparity.readers import (
     Feeder,
     RecordCount,
@@ -60,9 +61,8 @@ from stopdisparity.schema import (
     classify_columns,
     quote_identifier,
 )
-from stopdisparity.sql import query_frame, run_query
+from stopdisparity.sql import run_query, stream_query
 from stopdisparity.store import (
-    NULL_PARTITION,
     STORE_FORMAT,
     Store,
     Transaction,
@@ -195,8 +195,8 @@ def checked_fragments(columns: Sequence[Column]) -> dict[str, str]:
     ``typed_columns`` casts each field once (``__sd_t{i}``); ``fail_column`` is ``_fail``: 0 for a
     repeated header line, ``i`` when the i-th column fails its cast or vocabulary (the first failing
     one), NULL when the row is valid; ``output_columns`` names the typed values and adds ``_raw``, the
-    parsed fields re-serialised only for failed rows (the quarantine's ``raw_text``). Each level
-    reads the one below, so no expression is evaluated twice.
+    parsed fields re-serialised only for failed rows (the quarantine's ``raw_text``), and ``_year``,
+    the year partition. Each level reads the one below, so no expression is evaluated twice.
     """
     refs = [f"p.{quote_identifier(c.name)}" for c in columns]
     typed = [f"p.__sd_t{i}" for i in range(1, len(columns) + 1)]
@@ -212,13 +212,15 @@ def checked_fragments(columns: Sequence[Column]) -> dict[str, str]:
     )
     output = [f"{t} AS {quote_identifier(c.name)}" for c, t in zip(columns, typed, strict=True)]
     raw = f"CASE WHEN p._fail IS NOT NULL THEN {raw_text_expression(refs)} END"
+    dates = [t for c, t in zip(columns, typed, strict=True) if c.name == "date"]
+    year = f"year({dates[0]})" if dates else "CAST(NULL AS BIGINT)"
     return {
         "typed_columns": ",\n    ".join(
             f"{cast_expression(ref, c.kind)} AS __sd_t{i}"
             for i, (c, ref) in enumerate(zip(columns, refs, strict=True), start=1)
         ),
         "fail_column": f"CASE WHEN {header} THEN 0 {' '.join(cases)} END AS _fail",
-        "output_columns": ",\n    ".join([*output, "p._fail", f"{raw} AS _raw"]),
+        "output_columns": ",\n    ".join([*output, "p._fail", f"{raw} AS _raw", f"{year} AS _year"]),
     }
 
 
@@ -230,40 +232,31 @@ def check_params(columns: Sequence[Column]) -> dict[str, Any]:
     return params
 
 
-def position_fragments(*, skips: bool) -> dict[str, str]:
-    """Fragments turning a parsed row's file row number into its logical line (past blank/rejected lines)."""
+def position_fragments(*, skips: bool, multiline: bool) -> dict[str, str]:
+    """Fragments turning a parsed record's ordinal (``c._row``) into its physical line.
+
+    ``skip_join``/``skipped_before`` add the blank and refused lines before the record (giving its
+    logical line ``_logical``); ``line_join``/``extra_before`` the newlines inside earlier multi-line
+    records. Without either, a record's line is its ordinal + the first data line.
+    """
     return {
-        "skip_join": "ASOF LEFT JOIN skip_offsets AS s ON c.file_row_number >= s.threshold" if skips else "",
+        "skip_join": "ASOF LEFT JOIN skip_offsets AS s ON c._row >= s.threshold" if skips else "",
         "skipped_before": "coalesce(s.k, 0)" if skips else "0",
+        "line_join": "ASOF LEFT JOIN line_offsets AS o ON c._logical >= o.threshold" if multiline else "",
+        "extra_before": "coalesce(o.extra, 0)" if multiline else "0",
     }
 
 
-def stored_fragments(
-    columns: Sequence[Column], *, skips: bool, multiline: bool, has_lookup: bool
-) -> dict[str, str]:
-    """Fragments of ``stage_stops.sql``: the source's canonical columns in canonical order, then raw/extra.
+def stored_columns(columns: Sequence[Column]) -> list[str]:
+    """The parsed columns a source's year files keep: canonical ones in canonical order, then raw/extra.
 
-    Only the source's own columns are written (an all-NULL column costs DuckDB's Parquet writer
-    dearly); :meth:`Store.connect` and :meth:`Store.scan` add absent canonical columns as typed NULLs.
-    The county code is looked up in a map bound as ``$county_names`` / ``$county_fips``
-    (``has_lookup``), not joined: a join gives up the rows' file order, which the store keeps.
-    Only the ASOF joins of the line offsets (``skips``, ``multiline``) need the rows sorted again.
+    Only the source's own columns are written (an all-NULL column costs a Parquet writer dearly);
+    :meth:`Store.connect` and :meth:`Store.scan` add absent canonical columns as typed NULLs.
     """
     present = {c.name for c in columns}
-    select = [f"c.{quote_identifier(n)}" for n in CANONICAL_COLUMNS if n in present]
-    select += [f"c.{quote_identifier(c.name)}" for c in columns if c.kind in ("raw", "extra")]
-    return {
-        "stored_columns": ",\n        ".join(select),
-        "year_expr": f"year(c.{quote_identifier('date')})" if "date" in present else "CAST(NULL AS BIGINT)",
-        "county_fips": (
-            f"map_extract_value(MAP($county_names, $county_fips), c.{quote_identifier('county_name')})"
-            if has_lookup
-            else "CAST(NULL AS VARCHAR)"
-        ),
-        "line_join": "ASOF LEFT JOIN line_offsets AS o ON c._logical >= o.threshold" if multiline else "",
-        "extra_before": "coalesce(o.extra, 0)" if multiline else "0",
-        "order_by": "ORDER BY source_line" if (skips or multiline) else "",
-    } | position_fragments(skips=skips)
+    return [n for n in CANONICAL_COLUMNS if n in present] + [
+        c.name for c in columns if c.kind in ("raw", "extra")
+    ]
 
 
 def raw_text_expression(refs: Sequence[str]) -> str:
@@ -297,38 +290,40 @@ def _parse_csv(
     source: Source,
     tx: Transaction,
     index: int,
-    parsed: Path,
+    new_router: Callable[[list[Column]], YearRouter],
     *,
     encoding: str,
     max_line_size: int,
     progress: ProgressFn | None,
-) -> tuple[list[Column], RecordCount, str | None]:
-    """Parse a CSV source into the Parquet file ``parsed``; count its records independently meanwhile.
+) -> tuple[list[Column], RecordCount, str | None, Routed]:
+    """Parse a CSV source into its year files (``new_router``); count its records independently meanwhile.
 
     A plain .csv is read by DuckDB from disk on all its threads (:func:`_parse_direct`); every other
     text source, and a .csv with a carriage return, goes through a named pipe (:func:`_parse_piped`).
-    Returns the columns, the count and the SHA-256 of the decompressed bytes (None for a plain
-    .csv, whose file hash is its content hash).
+    Returns the columns, the count, the SHA-256 of the decompressed bytes (None for a plain .csv,
+    whose file hash is its content hash) and what was written.
     """
     header = _read_header(source)
     columns = _classify(parse_header(source, header, encoding), source)
+    routed: list[Routed] = []
 
     def parse(path: str) -> None:
-        _run_parse(con, index, path, parsed, columns, "none", encoding, max_line_size, source)
+        router = new_router(columns)
+        routed.append(_run_parse(con, index, path, router, columns, encoding, max_line_size, source))
 
     single_byte = not encoding.lower().replace("_", "-").startswith("utf-16")  # CR, LF are one byte
     count, content = None, None
     if source.kind == "csv" and single_byte:
         count = _parse_direct(con, source, parse, progress)
         if count is None:  # a carriage return: parse again through the pipe
-            _drop_parse(con, index, parsed)
+            _drop_parse(con, index, routed.pop() if routed else None, stops=True)
     if count is None:
         count, content = _parse_piped(
             source, tx.dir / f"pipe_{index}", parse, progress, normalize=single_byte
         )
     if count.unterminated_quote:
         log.warning("%s: the file ends inside a quoted field", source.label)
-    return columns, count, content
+    return columns, count, content, routed[-1]
 
 
 def _parse_direct(
@@ -382,11 +377,16 @@ def _parse_direct(
     return outcome
 
 
-def _drop_parse(con: duckdb.DuckDBPyConnection, index: int, parsed: Path) -> None:
-    """Drop a source's parse (its Parquet file and rejects tables): once staged, or to parse it again."""
+def _drop_parse(con: duckdb.DuckDBPyConnection, index: int, routed: Routed | None, *, stops: bool) -> None:
+    """Drop a source's rejects tables and failed rows once staged; with ``stops``, its year files too.
+
+    The year files are dropped to parse the source again (a carriage return found by the count).
+    """
     for name in (f"rejects_{index}", f"rejects_scan_{index}"):
         run_query(con, "drop_staging_table", fragments={"table": name})
-    parsed.unlink(missing_ok=True)
+    if routed is not None:  # else the parse failed, and its router removed its files
+        for path in (routed.failed_file, *(routed.parts if stops else ())):
+            path.unlink(missing_ok=True)
 
 
 def _parse_piped(
@@ -493,33 +493,32 @@ def _run_parse(
     con: duckdb.DuckDBPyConnection,
     index: int,
     path: str,
-    parsed: Path,
+    router: YearRouter,
     columns: Sequence[Column],
-    compression: str,
     encoding: str,
     max_line_size: int,
     source: Source,
-) -> None:
+) -> Routed:
+    batches = stream_query(
+        con,
+        "parse_csv_source",
+        {
+            "path": path,
+            "columns": {c.name: "VARCHAR" for c in columns},
+            "rejects_table": f"rejects_{index}",
+            "rejects_scan": f"rejects_scan_{index}",
+            "max_line_size": max_line_size,
+            # read the pipe in 8 MiB buffers (DuckDB's default is 16 x max_line_size = 32 MiB),
+            # so the bytes it has consumed track its parsing closely (progress)
+            "buffer_size": max(PARSE_BUFFER, 2 * max_line_size),
+            "encoding": encoding,
+            "compression": "none",
+        }
+        | check_params(columns),
+        fragments=checked_fragments(columns),
+    )
     try:
-        run_query(
-            con,
-            "parse_csv_source",
-            {
-                "path": path,
-                "out": str(parsed),
-                "columns": {c.name: "VARCHAR" for c in columns},
-                "rejects_table": f"rejects_{index}",
-                "rejects_scan": f"rejects_scan_{index}",
-                "max_line_size": max_line_size,
-                # read the pipe in 8 MiB buffers (DuckDB's default is 16 x max_line_size = 32 MiB),
-                # so the bytes it has consumed track its parsing closely (progress)
-                "buffer_size": max(PARSE_BUFFER, 2 * max_line_size),
-                "encoding": encoding,
-                "compression": compression,
-            }
-            | check_params(columns),
-            fragments=checked_fragments(columns),
-        )
+        return route(batches, router)
     except QueryError as e:
         if not isinstance(e.__cause__, duckdb.Error):
             raise
@@ -530,8 +529,11 @@ def _run_parse(
 
 
 def _parse_parquet(
-    con: duckdb.DuckDBPyConnection, source: Source, index: int, parsed: Path
-) -> tuple[list[Column], int]:
+    con: duckdb.DuckDBPyConnection,
+    source: Source,
+    index: int,
+    new_router: Callable[[list[Column]], YearRouter],
+) -> tuple[list[Column], int, Routed]:
     import pyarrow.parquet as pq
 
     meta = pq.ParquetFile(source.path)
@@ -540,14 +542,15 @@ def _parse_parquet(
     text = ", ".join(
         f"CAST({quote_identifier(c.name)} AS VARCHAR) AS {quote_identifier(c.name)}" for c in columns
     )
-    run_query(
+    batches = stream_query(
         con,
         "parse_parquet_source",
-        {"path": str(source.path), "out": str(parsed)} | check_params(columns),
+        {"path": str(source.path)} | check_params(columns),
         fragments={"text_columns": text} | checked_fragments(columns),
     )
+    routed = route(batches, new_router(columns))
     run_query(con, "create_empty_rejects", fragments={"rejects": f"rejects_{index}"})
-    return columns, meta.metadata.num_rows
+    return columns, meta.metadata.num_rows, routed
 
 
 def _offsets(con: duckdb.DuckDBPyConnection, index: int, count: RecordCount | None) -> tuple[bool, bool]:
@@ -593,22 +596,53 @@ def _stage_source(
 ) -> _Staged:
     from stopdisparity.geo import resolve_counties
 
-    # the checked, typed rows stream to a Parquet file in the staging directory (removed once staged)
-    parsed = tx.dir / f"parsed_{index}.parquet"
+    def counties(names: list[str]) -> pl.DataFrame:
+        return pl.DataFrame({"state": [source.state] * len(names), "county_name": names})
+
+    def resolve(names: list[str]) -> dict[str, str | None]:  # county names -> FIPS, once per name
+        found = resolve_counties(counties(names)).frame
+        return dict(zip(found["county_name"].to_list(), found["county_fips"].to_list(), strict=True))
+
+    # a CSV's first data record is line 2 (after the header); a Parquet file's first row is row 1
+    first_line = 1 if source.kind == "parquet" else 2
+    key = _source_key(source, sha)
+
+    def new_router(columns: list[Column]) -> YearRouter:  # the checked, typed rows go to year files
+        return YearRouter(
+            tx.dir / "stops" / key,
+            tx.dir / f"failed_{index}.parquet",
+            state=source.state,
+            stored=stored_columns(columns),
+            source_file=source.name,
+            first_line=first_line,
+            resolve=resolve,
+        )
+
     content: str | None = sha  # a .csv's or Parquet file's bytes are its content
     if source.kind == "parquet":
-        columns, rows_read = _parse_parquet(con, source, index, parsed)
+        columns, rows_read, routed = _parse_parquet(con, source, index, new_router)
         count = None
     else:
-        columns, count, fed = _parse_csv(
-            con, source, tx, index, parsed, encoding=encoding, max_line_size=max_line_size, progress=progress
-        )
+        columns, count, fed, routed = _parse_csv(
+            con, source, tx, index, new_router,
+            encoding=encoding, max_line_size=max_line_size, progress=progress,
+        )  # fmt: skip
         content = fed or sha
         rows_read = count.data_rows
     crashpoint("after_parse")
     has_skips, has_lines = _offsets(con, index, count)
-    # a CSV's first data record is line 2 (after the header); a Parquet file's first row is row 1
-    first_line = 1 if source.kind == "parquet" else 2
+    positions = position_fragments(skips=has_skips, multiline=has_lines)
+    if has_skips or has_lines:  # lines were skipped, or records span lines: correct source_line
+        for part in routed.parts:
+            moved = part.with_name("repositioned.parquet")
+            run_query(
+                con,
+                "reposition_stops",
+                {"staged": str(part), "out": str(moved), "first_line": first_line},
+                fragments=positions,
+            )
+            moved.replace(part)
+    crashpoint("after_stage_stops")
 
     # fail codes: 0 = repeated header; i = column i failed its cast or vocabulary
     codes = pl.DataFrame(
@@ -624,63 +658,27 @@ def _stage_source(
         schema={"code": pl.Int64, "column_name": pl.String, "reason": pl.String, "message": pl.String},
     )
     con.register("fail_codes", codes)
-
-    # county names -> FIPS, resolved once per distinct name
-    has_county = any(c.name == "county_name" for c in columns)
-    unresolved: list[dict[str, Any]] = []
-    lookup: dict[str, list[str]] = {}
-    if has_county:
-        names = query_frame(con, "list_parsed_county_names", {"parsed": str(parsed)})
-        if names.height:
-            resolution = resolve_counties(names.with_columns(pl.lit(source.state).alias("state")))
-            found = resolution.frame.drop_nulls("county_fips")
-            if found.height:
-                lookup = {
-                    "county_names": found["county_name"].to_list(),
-                    "county_fips": found["county_fips"].to_list(),
-                }
-            unresolved = resolution.unresolved.filter(pl.col("county_name").is_not_null()).to_dicts()
-
-    key = _source_key(source, sha)
-    stops_out = tx.dir / "stops" / key
-    fragments = stored_fragments(columns, skips=has_skips, multiline=has_lines, has_lookup=bool(lookup))
-    years = run_query(
-        con, "list_staged_years", {"parsed": str(parsed)}, fragments={"year_expr": fragments["year_expr"]}
-    ).fetchall()
-    for (year,) in years:  # one file per partition: the rows keep their file order (same bytes)
-        out = stops_out / f"state={source.state}" / f"year={NULL_PARTITION if year is None else year}"
-        out.mkdir(parents=True)
-        run_query(
-            con,
-            "stage_stops",
-            {
-                "parsed": str(parsed),
-                "out": str(out / "data_0.parquet"),
-                "source_file": source.name,
-                "first_line": first_line,
-                "year": year,
-            }
-            | lookup,
-            fragments=fragments,
-        )
-    crashpoint("after_stage_stops")
-    quality = _count_quality(con, parsed, [c.name for c in columns], source.state)
+    parts = list(routed.parts)
+    quality = _count_quality(con, parts, [c.name for c in columns], source.state)
     quarantine_out = tx.dir / "quarantine" / f"{key}.parquet"
     quarantine_out.parent.mkdir(parents=True, exist_ok=True)
     run_query(
         con,
         "stage_quarantine",
         {
-            "parsed": str(parsed),
+            "failed": str(routed.failed_file),
             "out": str(quarantine_out),
             "source_file": source.name,
             "first_line": first_line,
         },
-        fragments={"rejects": f"rejects_{index}"} | position_fragments(skips=has_skips),
+        fragments={
+            "rejects": f"rejects_{index}",
+            "skip_join": positions["skip_join"],
+            "skipped_before": positions["skipped_before"],
+        },
     )
-    parts = sorted(stops_out.rglob("*.parquet")) if stops_out.exists() else []
     stored = without_county = 0
-    if parts:
+    if parts:  # counted again from the files written
         stored, without_county = run_query(
             con, "count_staged_stops", {"files": [str(p) for p in parts]}
         ).fetchone()  # type: ignore[misc]
@@ -694,7 +692,10 @@ def _stage_source(
             f"quarantined {quarantined:,}; rows would be lost, so nothing was committed. "
             "Please report this with the file."
         )
-    _drop_parse(con, index, parsed)
+    _drop_parse(con, index, routed, stops=False)
+    unresolved: list[dict[str, Any]] = []
+    if routed.county_names:
+        unresolved = resolve_counties(counties(list(routed.county_names))).unresolved.to_dicts()
     report = SourceReport(
         path=str(source.path.resolve()),
         name=source.name,
@@ -716,14 +717,17 @@ def _stage_source(
 
 
 def _count_quality(
-    con: duckdb.DuckDBPyConnection, parsed: Path, columns: Sequence[str], state: str
+    con: duckdb.DuckDBPyConnection, parts: Sequence[Path], columns: Sequence[str], state: str
 ) -> dict[str, int | None]:
     """Count the data-quality flags of a source's stored rows in DuckDB (see :mod:`quality`)."""
     from stopdisparity.quality import FLAGS, quality_inputs
 
     params, fragments = quality_inputs(columns, state)
+    if not parts:  # nothing stored: each flag the source's columns can check is 0
+        checkable = (params["has_search_basis"], params["has_age"], params["has_location"])
+        return {flag: 0 if ok else None for flag, ok in zip(FLAGS, checkable, strict=True)}
     _, *counts = run_query(
-        con, "count_quality_flags", {"parsed": str(parsed)} | params, fragments=fragments
+        con, "count_quality_flags", {"files": [str(p) for p in parts]} | params, fragments=fragments
     ).fetchone()  # type: ignore[misc]
     return dict(zip(FLAGS, counts, strict=True))
 

@@ -19,16 +19,19 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import polars as pl
 
 from stopdisparity.errors import QueryError
 from stopdisparity.resources import queries_dir
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +192,29 @@ def query_frame(
         return con.sql(sql, params=bound or None).pl()
     except duckdb.Error as e:
         raise QueryError(f"{name}.sql failed with parameters {_short(bound)}: {e}") from e
+
+
+def stream_query(
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    params: Mapping[str, Any] | None = None,
+    *,
+    fragments: Mapping[str, str] | None = None,
+    batch_rows: int = 122_880,
+) -> Iterator[pa.RecordBatch]:
+    """Run a named (SELECT) query and yield its rows as Arrow record batches, in the query's order.
+
+    The rows are produced while they are consumed, so a result larger than memory streams through.
+    A DuckDB error, when the query starts or midway, is raised as :class:`QueryError`.
+    """
+    sql, bound = prepare(name, params, fragments=fragments)
+    started = time.perf_counter()
+    try:
+        reader = con.sql(sql, params=bound or None).to_arrow_reader(batch_rows)
+        yield from reader
+    except duckdb.Error as e:
+        raise QueryError(f"{name}.sql failed with parameters {_short(bound)}: {e}") from e
+    log.debug("query %s took %.2f s", name, time.perf_counter() - started)
 
 
 def _short(params: Mapping[str, Any]) -> dict[str, Any]:
