@@ -82,7 +82,7 @@ def test_duckdb_gets_half_the_memory_budget(budget: str, duckdb: str) -> None:
 
 
 def test_staging_holds_no_parsed_copy_after_the_ingest(tmp_path: Path) -> None:
-    """The parsed rows stream through a compressed Parquet file that is removed once staged."""
+    """The parsed rows go straight to the year files; the failed rows' side file is removed once staged."""
     path = write_text(tmp_path / opp_name("csv"), big_text(5_000))
     ingest([path], tmp_path / "store", memory_limit="256MB")
     staging = tmp_path / "store" / ".staging"

@@ -59,8 +59,8 @@ NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"  # the partition value of a NULL y
 #: Every crash point (test hook, see the module docstring), in the order an ingest reaches them.
 CRASHPOINTS: tuple[str, ...] = (
     "parse",  # ingest: a CSV source is being parsed (its bytes are being read)
-    "after_parse",  # ingest: a source is parsed into DuckDB, nothing of it staged yet
-    "after_stage_stops",  # ingest: a source's stops are staged, its quarantine not yet
+    "after_parse",  # ingest: a source is parsed into its staged year files, lines not yet corrected
+    "after_stage_stops",  # ingest: a source's stops are staged (lines corrected), its quarantine not yet
     "after_stage_source",  # ingest: a source is staged and reconciled
     "before_commit",  # ingest: every source staged, the manifest not yet written
     "manifest.json_partial",  # half of the staged manifest written
