@@ -2,7 +2,8 @@
 --          the CSV parser refused) or held records spanning several lines: each row's source_line,
 --          written as first line + the parsed record's ordinal, becomes its physical line. Rows stay
 --          in file order (the ASOF joins do not keep the scan's order: sorting restores it).
--- input: a staged year file $staged (see partitions.YearRouter); skip_offsets(threshold, k): k
+-- input: a staged year file $staged (see partitions.YearRouter; read without the state and year
+--        of its Hive path, which the file must not hold); skip_offsets(threshold, k): k
 --        skipped lines lie before the record whose ordinal >= threshold; line_offsets(threshold,
 --        extra): logical lines >= threshold lie `extra` physical lines lower
 -- params: $staged VARCHAR, $out VARCHAR, $first_line INTEGER
@@ -11,7 +12,7 @@
 COPY (
     WITH positioned AS (
         SELECT c.*, c.source_line - $first_line AS _row
-        FROM read_parquet($staged) AS c
+        FROM read_parquet($staged, hive_partitioning = false) AS c
     ),
     logical AS (
         SELECT c.* EXCLUDE (_row), c.source_line + {{skipped_before}} AS _logical

@@ -3,6 +3,8 @@ row groups, so the bytes do not depend on how the stream was cut; failures leave
 
 from __future__ import annotations
 
+import errno
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,11 +18,13 @@ from stopdisparity.partitions import FAILED_SCHEMA, YearRouter, route
 
 N = 5_000
 GROUP = 400
+FLUSH = 1_800  # every file's pending rows are written every 1,800 rows of the stream
 
 
 @pytest.fixture(autouse=True)
 def small_row_groups(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(partitions, "ROW_GROUP", GROUP)
+    monkeypatch.setattr(partitions, "FLUSH_ROWS", FLUSH)
 
 
 def parsed(n: int = N) -> pa.Table:
@@ -101,7 +105,8 @@ def test_rows_land_in_their_year_in_file_order_with_lines_and_county_codes(tmp_p
         assert got["county_fips"].to_pylist() == [fips.get(c) for c in got["county_name"].to_pylist()]
         meta = pq.ParquetFile(part).metadata
         sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
-        assert sizes[:-1] == [GROUP] * (len(sizes) - 1) and 0 < sizes[-1] <= GROUP
+        assert sum(sizes) == got.num_rows and all(0 < k <= GROUP for k in sizes)
+        assert GROUP in sizes or got.num_rows < 2 * GROUP  # full groups, shorter ones at the flushes
         seen += got.num_rows
     assert seen == routed.stored
     side = pq.read_table(routed.failed_file)
@@ -141,4 +146,38 @@ def test_a_failed_write_is_raised_in_the_caller(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         route(cut(parsed(), [1000]), router(tmp_path))
     assert threading.active_count() == before
+    assert files(tmp_path) == {}
+
+
+def test_pending_rows_stay_bounded_however_many_years(tmp_path: Path) -> None:
+    """A source spanning 600 years (junk dates do) holds at most FLUSH_ROWS rows in memory."""
+    n = 6_000
+    table = parsed(n).set_column(5, "_year", pa.array([1500 + (i * 7) % 600 for i in range(n)], pa.int64()))
+    r = router(tmp_path)
+    for batch in cut(table, [250, 999]):
+        r.add(batch)
+        pending = sum(s._pending_rows for s in [r._failed, *r._years.values()])
+        assert pending <= FLUSH
+    routed = r.close()
+    assert len(routed.parts) == 600
+    assert routed.stored + routed.failed == n
+    lines = [line for p in routed.parts for line in pq.read_table(p)["source_line"].to_pylist()]
+    assert sorted(lines) == [i + 2 for i in range(n) if table["_fail"][i].as_py() is None]
+
+
+def test_a_write_failing_at_close_reports_the_disk_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first write of a small year happens at close; its ENOSPC is the error raised, not a later one."""
+    real = pq.ParquetWriter
+
+    def writer(path: Path, *args: object, **kwargs: object) -> pq.ParquetWriter:
+        if "year=__HIVE" in str(path):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(partitions.pq, "ParquetWriter", writer)
+    with pytest.raises(OSError) as caught:
+        route(cut(parsed(300), [100]), router(tmp_path))  # 6 rows without a date: below a row group
+    assert caught.value.errno == errno.ENOSPC
     assert files(tmp_path) == {}

@@ -132,6 +132,29 @@ def test_stores_of_many_row_groups_get_byte_identical_files(tmp_path: Path) -> N
         assert part["source_line"].is_sorted()
 
 
+def test_a_source_with_skipped_lines_stores_the_same_columns(tmp_path: Path) -> None:
+    """A blank line makes the ingest rewrite the year files with corrected lines; the rewritten files
+    hold the same columns as any other (not the state and year of their Hive path), so a plain
+    Parquet reader reads the whole store."""
+    import pyarrow.parquet as pq
+
+    text = big_text(2_000, years=3)
+    clean = write_text(tmp_path / "nc_clean_2020_01_01.csv", text)
+    lines = text.splitlines(keepends=True)
+    blank = write_text(tmp_path / NC, "".join([*lines[:500], "\n", *lines[500:]]))
+    store = tmp_path / "store"
+    [a, b] = ingest([clean, blank], store).files
+    assert a.rows_stored == b.rows_stored == 2_000
+    schemas = {p.name: pq.read_schema(p).names for p in (store / "stops").rglob("*.parquet")}
+    assert len(schemas) == 6 and len({tuple(v) for v in schemas.values()}) == 1
+    assert not {"state", "year"} & set(next(iter(schemas.values())))
+    assert pq.read_table(store / "stops").num_rows == 4_000
+    got = open_store(store).scan().filter(pl.col("source_file") == NC).collect()
+    # record i (raw_row_number i) is line i + 1 up to the blank line 501, then one lower
+    expected = got["raw_row_number"].cast(pl.Int64) + 1 + (got["raw_row_number"].cast(pl.Int64) >= 500)
+    assert (got["source_line"] == expected).all()
+
+
 # ------------------------------------------------------------------------------ 7. atomicity
 def _bad_zip(path: Path) -> Path:
     """A zip whose .csv member is binary junk after a valid header: DuckDB cannot parse it."""

@@ -520,7 +520,7 @@ def _run_parse(
     try:
         return route(batches, router)
     except QueryError as e:
-        if not isinstance(e.__cause__, duckdb.Error):
+        if e.__cause__ is None:  # not the engine's error: wrong parameters, a bug
             raise
         raise IngestError(
             f"{source.label}: DuckDB could not parse the file as CSV: {e.__cause__}\n"

@@ -9,9 +9,10 @@ the rows twice was a third of the ingest's time).
 
 Each file is written in row groups of exactly :data:`ROW_GROUP` rows, each made contiguous first,
 whatever the sizes of the batches the stream delivers: the same input gives the same bytes on any
-number of threads. A year's pending rows are copies (``filter``) unless the whole batch is that
-year's, so no year keeps another year's batch alive: memory stays bounded by about two row groups
-per open year and the few row groups queued to the writing thread, whatever the source's size.
+number of threads. Every :data:`FLUSH_ROWS` rows of the stream (fixed ordinals, so the bytes do
+not change either) every file's pending rows are written, so memory stays bounded by that many rows
+and the few row groups queued to the writing thread, whatever the source's size or its number of
+years.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ from stopdisparity.store import NULL_PARTITION
 
 #: Rows per row group of a staged file (DuckDB's default).
 ROW_GROUP = 122_880
+#: Every this many rows of the stream (at fixed ordinals, so the bytes stay the same), every file's
+#: pending rows are written as a shorter row group: memory stays bounded however many years a
+#: source spans (a junk date can give any year).
+FLUSH_ROWS = 8 * ROW_GROUP
 #: Row groups queued to the writing thread at most (memory: each is a contiguous copy).
 _IN_FLIGHT = 4
 #: Columns of the side file of rows that failed a check.
@@ -136,20 +141,26 @@ class _Sink:
 
         self._writes.submit(write)
 
+    def flush(self) -> None:
+        """Write the pending rows as a (shorter) row group: called at fixed row ordinals only."""
+        if self._pending:
+            self._write(pa.concat_tables(self._pending))
+            self._pending, self._pending_rows = [], 0
+
     def discard(self) -> None:
         """Close the file without finishing it, and remove it (after the writing thread stopped)."""
-        if self._writer is not None:
-            with contextlib.suppress(Exception):  # an unfinished file: any error is moot
+        with contextlib.suppress(Exception):  # an unfinished file: any error is moot
+            if self._writer is not None:
                 self._writer.close()
-        self.path.unlink(missing_ok=True)
+            self.path.unlink(missing_ok=True)
 
     def close(self) -> None:
-        self._write(pa.concat_tables(self._pending) if self._pending else None)
-        self._pending = []
+        self.flush()
+        self._write(None)  # creates the file if no row came (the failed rows' file is always read)
 
         def close() -> None:
-            assert self._writer is not None
-            self._writer.close()
+            if self._writer is not None:  # else its creation failed, and that error is raised
+                self._writer.close()
 
         self._writes.submit(close)
 
@@ -202,6 +213,16 @@ class YearRouter:
 
     def add(self, batch: pa.RecordBatch) -> None:
         """Write the next batch of the parse: failed rows aside, the others to their year's file."""
+        start = 0
+        while start < batch.num_rows:  # cut at the flush ordinals, which do not depend on the batches
+            part = batch.slice(start, FLUSH_ROWS - self._next % FLUSH_ROWS)
+            self._route(part)
+            start += part.num_rows
+            if self._next % FLUSH_ROWS == 0:
+                for sink in (self._failed, *self._years.values()):
+                    sink.flush()
+
+    def _route(self, batch: pa.RecordBatch) -> None:
         n = batch.num_rows
         rows = pa.array(np.arange(self._next, self._next + n, dtype=np.int64))
         self._next += n
@@ -231,13 +252,14 @@ class YearRouter:
             names=[*self.stored, "source_file", "source_line", "county_fips"],
         )
         years = batch.column("_year")
-        values = pc.unique(years).to_pylist()
-        for year in values:
-            if len(values) == 1:
-                part = table
-            else:
-                part = table.filter(pc.is_null(years) if year is None else pc.equal(years, year))
-            self._sink(year, table.schema).add(part)
+        if pc.count_distinct(years, mode="all").as_py() > 1:  # group by year, file order kept within
+            order = pc.sort_indices(years)  # stable; NULL last
+            years, table = years.take(order), table.take(order)
+        runs = pc.run_end_encode(years)
+        start = 0
+        for year, end in zip(runs.values.to_pylist(), runs.run_ends.to_pylist(), strict=True):
+            self._sink(year, table.schema).add(table.slice(start, end - start))
+            start = end
 
     def _sink(self, year: int | None, schema: pa.Schema) -> _Sink:
         sink = self._years.get(year)
@@ -262,16 +284,13 @@ class YearRouter:
         """Stop writing and remove the unfinished files (the parse failed)."""
         self._writes.abandon()
         for sink in (self._failed, *self._years.values()):
-            sink.discard()
+            sink.discard()  # never raises: the error under way is the one to report
 
     def close(self) -> Routed:
         """Finish every file (the failed rows' file even when empty) and say what was written."""
-        try:
-            self._failed.close()
-            for sink in self._years.values():
-                sink.close()
-        finally:
-            self._writes.finish()
+        for sink in (self._failed, *self._years.values()):
+            sink.close()
+        self._writes.finish()  # raises the first failed write; the caller then abandons
         return Routed(
             parts=tuple(sorted(s.path for s in self._years.values())),
             failed_file=self._failed.path,

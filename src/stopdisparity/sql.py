@@ -205,15 +205,25 @@ def stream_query(
     """Run a named (SELECT) query and yield its rows as Arrow record batches, in the query's order.
 
     The rows are produced while they are consumed, so a result larger than memory streams through.
-    A DuckDB error, when the query starts or midway, is raised as :class:`QueryError`.
+    An engine error, when the query starts or midway, is raised as :class:`QueryError` from it (midway,
+    DuckDB's error reaches Python through the Arrow stream as an ``OSError``).
     """
+    import pyarrow as pa
+
     sql, bound = prepare(name, params, fragments=fragments)
     started = time.perf_counter()
     try:
         reader = con.sql(sql, params=bound or None).to_arrow_reader(batch_rows)
-        yield from reader
     except duckdb.Error as e:
         raise QueryError(f"{name}.sql failed with parameters {_short(bound)}: {e}") from e
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            break
+        except (duckdb.Error, pa.ArrowException, OSError) as e:
+            raise QueryError(f"{name}.sql failed with parameters {_short(bound)}: {e}") from e
+        yield batch
     log.debug("query %s took %.2f s", name, time.perf_counter() - started)
 
 
