@@ -116,3 +116,16 @@ def test_a_csv_with_carriage_returns_goes_through_the_pipe(
     )
     assert (stored["source_line"] == stored["raw_row_number"].cast(pl.Int64) + 1).all()
     assert not stored["raw_notes"].str.contains("\r").any()
+
+
+def test_a_parquet_source_of_many_row_groups_keeps_its_row_order(tmp_path: Path, lines: list[str]) -> None:
+    """A Parquet source is scanned by row group on four threads; each stored row is still at its row."""
+    frame = pl.read_csv("".join(lines).encode(), infer_schema=False, null_values="NA")
+    path = tmp_path / "nc_statewide_2020_04_01.parquet"
+    frame.write_parquet(path, row_group_size=7_000)
+    [f] = ingest([path], tmp_path / "store", threads=4).files
+    assert (f.rows_read, f.rows_stored, f.rows_quarantined) == (ROWS, ROWS, 0)
+    stored = open_store(tmp_path / "store").scan().select("raw_row_number", "source_line", "year").collect()
+    assert (stored["source_line"] == stored["raw_row_number"].cast(pl.Int64)).all()  # row i is raw i
+    for _, part in stored.group_by("year"):
+        assert part["source_line"].is_sorted()
