@@ -845,8 +845,11 @@ def duckdb_share(memory_limit: str) -> str:
 
     DuckDB's limit bounds only its buffer manager; the interpreter, the Feeder and DuckDB's other
     allocations come on top (measured: about 1.1 GiB of RSS with a 1 GiB limit while writing a
-    partitioned store). Half the budget goes to the buffer manager, so the peak RSS stays below
-    ``memory_limit``. A value that is not a plain size (e.g. ``"80%"``) is passed on unchanged.
+    partitioned store). Half the budget goes to the buffer manager. The parse's Arrow batches and
+    the year files' pending rows (:data:`~stopdisparity.partitions.FLUSH_ROWS`, up to about 0.2 GB)
+    come on top, so the peak RSS stays below budgets of about 1 GB and more (measured: 0.58 GB
+    with 512MB, 0.5-0.6 GB with 2GB). A value that is not a plain size (e.g. ``"80%"``) is passed
+    on unchanged.
     """
     m = _SIZE.match(memory_limit)
     if m is None:
