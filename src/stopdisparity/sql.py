@@ -174,7 +174,7 @@ def run_query(
     try:
         result = con.execute(sql, bound) if bound else con.execute(sql)
     except duckdb.Error as e:
-        raise QueryError(f"{name}.sql failed with parameters {_short(bound)}: {e}") from e
+        raise _failed(name, bound, e) from e
     log.debug("query %s took %.2f s", name, time.perf_counter() - started)
     return result
 
@@ -191,7 +191,7 @@ def query_frame(
     try:
         return con.sql(sql, params=bound or None).pl()
     except duckdb.Error as e:
-        raise QueryError(f"{name}.sql failed with parameters {_short(bound)}: {e}") from e
+        raise _failed(name, bound, e) from e
 
 
 def stream_query(
@@ -215,16 +215,21 @@ def stream_query(
     try:
         reader = con.sql(sql, params=bound or None).to_arrow_reader(batch_rows)
     except duckdb.Error as e:
-        raise QueryError(f"{name}.sql failed with parameters {_short(bound)}: {e}") from e
+        raise _failed(name, bound, e) from e
     while True:
         try:
             batch = reader.read_next_batch()
         except StopIteration:
             break
         except (duckdb.Error, pa.ArrowException, OSError) as e:
-            raise QueryError(f"{name}.sql failed with parameters {_short(bound)}: {e}") from e
+            raise _failed(name, bound, e) from e
         yield batch
     log.debug("query %s took %.2f s", name, time.perf_counter() - started)
+
+
+def _failed(name: str, bound: Mapping[str, Any], error: Exception) -> QueryError:
+    """The error a query's engine failure is raised as: the ``.sql`` file, its parameters, the cause."""
+    return QueryError(f"{name}.sql failed with parameters {_short(bound)}: {error}")
 
 
 def _short(params: Mapping[str, Any]) -> dict[str, Any]:
