@@ -21,6 +21,7 @@ import statsmodels.api as sm
 from scipy import stats
 from scipy.special import expit
 
+from effective_reference import dense_effective_clusters
 from stopdisparity.errors import FewClustersWarning, SparseCellWarning, SpecificationError
 from stopdisparity.models import _event
 from stopdisparity.models.event_study import EventStudyResult, fit_event_study
@@ -454,3 +455,22 @@ def test_with_inference_replaces_listed_terms_only():
     ).item(0, "inference") == before.filter(pl.col("term") == "event:1").item(0, "inference")
     with pytest.raises(SpecificationError, match="event:9"):
         res.with_inference(Inference("bad", {"event:9": 0.5}))
+
+
+@pytest.mark.parametrize("estimator", ["logit", "linear"])
+def test_effective_clusters_per_event_time_equal_a_dense_design(estimator):
+    """Each estimated event time's G* (tidy ``effective_clusters``) equals the dense-design computation
+    with its own contrast; the summary (and the warning) use the average post-adoption coefficient."""
+    res = quiet(fit_event_study, make_panel(), period_length="year", window=(-3, 3), estimator=estimator)
+    bins = res.sample.get_column("event_bin").fill_null(-(10**6)).to_numpy()
+    x = np.column_stack([(bins == e).astype(float) for e in res.estimated])
+    tidy = res.tidy()
+    for j, e in enumerate(res.estimated):
+        dense = dense_effective_clusters(res.sample, x, np.eye(len(res.estimated))[j])
+        assert tidy.filter(pl.col("event_time") == e).item(0, "effective_clusters") == pytest.approx(
+            dense, rel=1e-9
+        )
+    assert tidy.filter(pl.col("reference")).item(0, "effective_clusters") is None
+    post = np.array([float(e >= 0) for e in res.estimated])
+    assert res.clusters.effective == pytest.approx(dense_effective_clusters(res.sample, x, post), rel=1e-9)
+    assert res.clusters.effective < res.n_clusters

@@ -15,6 +15,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from effective_reference import dense_information, effective_of
 from stopdisparity.errors import (
     DroppedRowsWarning,
     FewClustersWarning,
@@ -273,3 +274,21 @@ def test_bad_options(ref_panel):
         fit_counts(ref_panel, form="triple")
     with pytest.raises(SpecificationError, match="exposure must be one of"):
         fit_counts(ref_panel, exposure="log")
+
+
+def test_effective_clusters_by_term(counts):
+    """Each race's G* equals the dense-design computation on its rows; the difference's information is
+    the sum of the races' (independent working errors); the summary carries the smallest G*."""
+    tidy = counts.tidy()
+    sample = counts.sample
+    info = []
+    for race in counts.race_pair:
+        rows = sample.filter(pl.col("race") == race)
+        x = rows.get_column("treated").cast(pl.Float64).to_numpy()
+        info.append(dense_information(rows, x, np.ones(1)))
+    labels = sorted(set(info[0]) | set(info[1]))
+    both = {c: info[0].get(c, 0.0) + info[1].get(c, 0.0) for c in labels}
+    expected = [effective_of(info[0]), effective_of(info[1]), effective_of(both)]
+    got = tidy.get_column("effective_clusters").to_list()
+    assert got == pytest.approx(expected, rel=1e-9)
+    assert counts.clusters.effective == min(got)

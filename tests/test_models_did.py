@@ -19,6 +19,7 @@ import pytest
 import statsmodels.api as sm
 from scipy.special import expit
 
+from effective_reference import dense_effective_clusters
 from stopdisparity.errors import (
     DroppedRowsWarning,
     FewClustersWarning,
@@ -418,11 +419,56 @@ def test_few_clusters_warning_when_one_dominates():
 
 
 def test_no_warning_with_enough_balanced_treated_clusters():
-    panel = make_panel(seed=2, units=30, periods=8, treated={u: 3 + u % 4 for u in range(12)})
+    panel = make_panel(seed=2, units=80, periods=8, treated={u: 3 + u % 4 for u in range(32)})
     with warnings.catch_warnings():
         warnings.simplefilter("error", FewClustersWarning)
         res = fit_did(panel)
+    assert res.n_treated_clusters == 32 and res.clusters.largest_share <= 0.3
+    assert res.clusters.effective >= 20
+    assert res.tidy().item(0, "effective_clusters") == res.clusters.effective
+
+
+def test_warning_when_few_effective_clusters():
+    """G₁ = 12 and no dominant county, but 30 clusters carry the treatment's information like 18.8 equal
+    ones (Carter, Schnepel & Steigerwald 2017): the warning says so and names G*."""
+    panel = make_panel(seed=2, units=30, periods=8, treated={u: 3 + u % 4 for u in range(12)})
+    with pytest.warns(FewClustersWarning, match=r"G\*=18\.8 effective clusters \(< 20") as record:
+        res = fit_did(panel)
+    assert len(record) == 1 and "treated clusters (G₁" not in str(record[0].message)
     assert res.n_treated_clusters == 12 and res.clusters.largest_share <= 0.3
+    assert res.clusters.effective == pytest.approx(18.8, abs=0.05)
+
+
+@pytest.mark.parametrize("estimator", ["twfe-logit", "twfe-linear"])
+@pytest.mark.parametrize("rho", [0.0, 0.5])
+def test_effective_clusters_equal_a_dense_design_matrix(estimator, rho):
+    from stopdisparity.models import _fe
+
+    panel = make_panel(seed=4, units=24, periods=9, treated={u: 2 + u % 5 for u in range(9)}, size=25)
+    res = quiet(fit_did, panel, estimator=estimator)
+    s = res.sample
+    dense = dense_effective_clusters(s, s.get_column("treated").cast(pl.Float64).to_numpy(), np.ones(1), rho)
+    assert 1 < dense < res.n_clusters
+    if rho == 0.0:  # the reported G* (rho = 0)
+        assert res.clusters.effective == pytest.approx(dense, rel=1e-9)
+        assert res.tidy().item(0, "effective_clusters") == res.clusters.effective
+    # the package's FWL form at any rho, from the sample's weights and residualised treatment
+    codes = _fe.codes_of(s.get_column("cluster").cast(pl.String))
+    sa = np.sqrt(s.get_column("weight").to_numpy()) * s.get_column("treated_resid").to_numpy()
+    gam = (1 - rho) * np.bincount(codes, weights=sa * sa) + rho * np.bincount(codes, weights=sa) ** 2
+    assert _fe.effective_clusters(gam) == pytest.approx(dense, rel=1e-9)
+
+
+def test_effective_clusters_equal_g_when_clusters_are_exchangeable():
+    """Balanced linear 2×2: half the units treated at one date, equal weights; every cluster carries the
+    same information, so G* = G exactly (its upper bound)."""
+    from stopdisparity.models import _fe
+
+    panel = make_panel(seed=1, units=20, periods=6, treated={u: 3 for u in range(10)})
+    res = quiet(fit_did, panel, estimator="twfe-linear", weights="unit-equal")
+    assert res.clusters.effective == pytest.approx(20.0, rel=1e-12)
+    assert _fe.effective_clusters(np.array([1.0, 0.0, 0.0])) == pytest.approx(1.0)
+    assert math.isnan(_fe.effective_clusters(np.zeros(3)))
 
 
 # ------------------------------------------------------------------------------- leave one out

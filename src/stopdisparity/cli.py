@@ -554,7 +554,7 @@ def did(
         _emit_json(tidy.to_dicts())
     else:
         shown = ("term", "estimate", "std_error", "p_value", "ci_low", "ci_high", "odds_ratio", "pp_change",
-                 "weight", "n_clusters", "inference")  # fmt: skip
+                 "weight", "n_clusters", "effective_clusters", "inference")  # fmt: skip
         cols = [c for c in shown if c in tidy.columns]
         _print_frame(tidy.select(cols), title)
         err.print(f"estimand: {tidy['estimand'][0]}", highlight=False)

@@ -103,6 +103,8 @@ class _CountsCore:
     n_clusters: tuple[int, ...]
     cluster_labels: tuple[str, ...]
     clusters: ClusterSummary
+    #: G* of each term (:func:`~stopdisparity.models._fe.effective_clusters`).
+    effective: tuple[float, ...]
     fits: tuple[_fe.GlmFit, ...]
     rows: tuple[pl.DataFrame, ...]
     converged: bool
@@ -138,7 +140,7 @@ def _estimate_race_specific(
 ) -> _CountsCore:
     g_all = len(cluster_labels)
     lookup = {c: i for i, c in enumerate(cluster_labels)}
-    fits, infl, smalls, nobs, gs = [], [], [], [], []
+    fits, infl, info, smalls, nobs, gs = [], [], [], [], [], []
     unit_name = str(names["unit"])
     gp_name = f"{names['group']}×{names['period']}" if multi_group else str(names["period"])
     fe_levels_sum = [0, 0]
@@ -153,6 +155,7 @@ def _estimate_race_specific(
         )
         fits.append(fit)
         infl.append(_fe.cluster_influence(fit, cl, g_all)[:, 0])
+        info.append(_fe.cluster_information(fit, cl, g_all))
         g = int(np.unique(cl).size)
         nested = tuple(_fe.nested_in(c, cl) for c in (unit_codes, gp_codes))
         levels = (int(unit_codes.max()) + 1, int(gp_codes.max()) + 1)
@@ -194,7 +197,11 @@ def _estimate_race_specific(
         both.get_column(TREATED).to_numpy(),
         both.get_column(STOPS).to_numpy(),
     )
-    summary = dataclasses.replace(summary, g=g_union)
+    # the races' working errors are independent, so the difference's information is the sum
+    effective = tuple(_fe.effective_clusters(i) for i in (info[0], info[1], info[0] + info[1]))
+    summary = dataclasses.replace(
+        summary, g=g_union, effective=min((e for e in effective if not math.isnan(e)), default=math.nan)
+    )
     return _CountsCore(
         terms=(*terms, "difference"),
         estimates=estimates,
@@ -204,6 +211,7 @@ def _estimate_race_specific(
         n_clusters=(gs[0], gs[1], g_union),
         cluster_labels=cluster_labels,
         clusters=summary,
+        effective=effective,
         fits=tuple(fits),
         rows=rows_by_race,
         converged=all(f.converged for f in fits),
@@ -253,6 +261,8 @@ def _estimate_two_race(
         long.get_column(TREATED).to_numpy(),
         long.get_column(STOPS).to_numpy(),
     )
+    effective = _fe.effective_clusters(_fe.cluster_information(fit, cl, g))
+    summary = dataclasses.replace(summary, effective=effective)
     return _CountsCore(
         terms=("difference",),
         estimates=fit.beta.copy(),
@@ -262,6 +272,7 @@ def _estimate_two_race(
         n_clusters=(g,),
         cluster_labels=cluster_labels,
         clusters=summary,
+        effective=(effective,),
         fits=(fit,),
         rows=(long,),
         converged=fit.converged,
@@ -285,6 +296,9 @@ class CountsResult(_fe.ClusteredResult):
         squares (the difference's column is the focal minus the reference column).
     small_samples
         The CR1 factor of each term (see the module docstring).
+    effective_by_term
+        Each term's effective number of clusters G* (Carter, Schnepel & Steigerwald 2017); the
+        cluster summary carries the smallest.
     exposure
         ``log population`` or ``none``; ``exposure_reason`` says why.
     dropped_units
@@ -307,6 +321,7 @@ class CountsResult(_fe.ClusteredResult):
     nobs_by_term: tuple[int, ...]
     n_clusters_by_term: tuple[int, ...]
     clusters: ClusterSummary
+    effective_by_term: tuple[float, ...]
     cluster_labels: tuple[str, ...]
     exposure: str
     exposure_reason: str
@@ -354,7 +369,8 @@ class CountsResult(_fe.ClusteredResult):
         """Rows ``in_force:<focal>``, ``in_force:<reference>``, ``difference`` (log rate ratios).
 
         Extra keys: ``rate_ratio`` (exp of the estimate), ``exposure``, ``n_treated_clusters``,
-        ``largest_treated_share``.
+        ``largest_treated_share``, ``effective_clusters`` (the term's G*, Carter, Schnepel & Steigerwald
+        2017).
         """
         rows = []
         for i, term in enumerate(self.terms):
@@ -366,6 +382,7 @@ class CountsResult(_fe.ClusteredResult):
                 "exposure": self.exposure,
                 "n_treated_clusters": self.clusters.g_treated,
                 "largest_treated_share": self.clusters.largest_share,
+                "effective_clusters": self.effective_by_term[i],
             }
             rows.append(
                 TidyRow(
@@ -742,6 +759,7 @@ def fit_counts(
         nobs_by_term=core.nobs,
         n_clusters_by_term=core.n_clusters,
         clusters=core.clusters,
+        effective_by_term=core.effective,
         cluster_labels=cluster_labels,
         exposure="log population" if use_offset else "none",
         exposure_reason=reason,

@@ -232,7 +232,8 @@ def _estimate(
         g=g,
         n_label=n_label,
     )
-    clusters = _fe.summarize_clusters(str(names["cluster"]), cluster_labels, cluster_codes, d, n)
+    information = _fe.cluster_information(fit, cluster_codes, g)
+    clusters = _fe.summarize_clusters(str(names["cluster"]), cluster_labels, cluster_codes, d, n, information)
     return _Core(
         fit,
         pairs,
@@ -437,7 +438,8 @@ class DidResult(_fe.ClusteredResult):
 
         Extra keys of the treatment row: ``odds_ratio`` (logit), ``pp_change`` and ``pp_std_error``
         (percentage points; race layout, and generic panels with trials), ``n_stops`` (race layout) or
-        ``n_trials`` (generic logit), ``n_treated_clusters``, ``largest_treated_share``. Covariate rows
+        ``n_trials`` (generic logit), ``n_treated_clusters``, ``largest_treated_share``,
+        ``effective_clusters`` (G* of the treatment, Carter, Schnepel & Steigerwald 2017). Covariate rows
         carry their coefficient with the same covariance and reference distribution, null extras and
         the estimand "covariate coefficient (not a causal effect)".
         """
@@ -455,6 +457,7 @@ class DidResult(_fe.ClusteredResult):
         extra |= {
             "n_treated_clusters": self.clusters.g_treated,
             "largest_treated_share": self.clusters.largest_share,
+            "effective_clusters": self.clusters.effective,
         }
         rows = [
             TidyRow(

@@ -151,6 +151,9 @@ class EventStudyResult(_fe.ClusteredResult):
     covariates, covariate_estimates, covariate_influence
         The covariates' column names, coefficients and per-cluster influence (G × k); their tidy rows
         follow the event times'. ``estimates``, ``vcov_cr0`` and the bands cover event times only.
+    effective_clusters
+        G* of each estimated event time's coefficient (Carter, Schnepel & Steigerwald 2017); the cluster
+        summary carries that of the average post-adoption coefficient.
     """
 
     estimator: Estimator
@@ -192,6 +195,7 @@ class EventStudyResult(_fe.ClusteredResult):
     covariates: tuple[str, ...] = ()
     covariate_estimates: np.ndarray = field(default_factory=lambda: np.zeros(0))
     covariate_influence: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    effective_clusters: Mapping[int, float] = field(default_factory=dict)
 
     # ----------------------------------------------------------------------------------- covariance
     @property
@@ -225,7 +229,8 @@ class EventStudyResult(_fe.ClusteredResult):
         """One row per event time of the window, ``term`` = ``event:<e>``, then one per covariate.
 
         DESIGN.md contract. Extra keys: ``event_time``, ``binned`` (an end-point bin), ``reference``
-        (the omitted event time: estimate 0, null SE), ``n_treated_units``, ``n_treated_stops``
+        (the omitted event time: estimate 0, null SE), ``n_treated_units``, ``effective_clusters`` (the
+        coefficient's G*, Carter, Schnepel & Steigerwald 2017; null where none), ``n_treated_stops``
         (focal + reference stops of treated units in the bin; ``n_treated_trials`` for a generic
         logit, absent for a generic linear model), ``band_low``, ``band_high`` (sup-t simultaneous
         band at level 1 - alpha, analytical). An event time without cells has null estimate. Terms
@@ -244,6 +249,7 @@ class EventStudyResult(_fe.ClusteredResult):
                 "binned": e in self.binned,
                 "reference": e == self.reference,
                 "n_treated_units": self.n_treated_units.get(e, 0),
+                "effective_clusters": self.effective_clusters.get(e),
             }
             if self._size_key is not None:
                 extra[self._size_key] = self.n_treated_stops.get(e, 0)
@@ -930,7 +936,21 @@ def _fit_event_cells(
         n_label=n_label,
     )
     post = pairs.get_column("event_bin").fill_null(-1).to_numpy() >= 0
-    clusters = _fe.summarize_clusters(str(cluster), cluster_labels, cluster_codes, post.astype(float), n)
+    unit_vectors = np.eye(X.shape[1])
+    effective = {
+        e: _fe.effective_clusters(_fe.cluster_information(fit, cluster_codes, g, unit_vectors[j]))
+        for j, e in enumerate(estimated)
+    }
+    # the summary's (and the warning's) G* is that of the average post-adoption coefficient
+    average_post = np.array([float(j < m and estimated[j] >= 0) for j in range(X.shape[1])])
+    clusters = _fe.summarize_clusters(
+        str(cluster),
+        cluster_labels,
+        cluster_codes,
+        post.astype(float),
+        n,
+        _fe.cluster_information(fit, cluster_codes, g, average_post) if average_post.any() else None,
+    )
     _fe.warn_few_clusters(clusters, stacklevel=stacklevel)
 
     unit_word = {"year": "year", "quarter": "quarter", "period": "period"}[event_unit]
@@ -977,6 +997,7 @@ def _fit_event_cells(
         nobs=pairs.height,
         n_stops=round(float(n.sum())),
         clusters=clusters,
+        effective_clusters=effective,
         cluster_labels=cluster_labels,
         influence=influence,
         fixed_effects=fe_names,

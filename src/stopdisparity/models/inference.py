@@ -466,11 +466,7 @@ def _model(result: Result) -> tuple[tuple[_Design, ...], tuple[_Term, ...]]:
 
 
 def _cluster_text(result: Result) -> str:
-    c = result.clusters
-    return (
-        f"by {result.columns['cluster']} (G={c.g}, G₁={c.g_treated}, largest treated share "
-        f"{c.largest_share:.2f})"
-    )
+    return f"by {result.columns['cluster']} ({result.clusters.describe()})"
 
 
 def _attach(
