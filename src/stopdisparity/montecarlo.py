@@ -103,6 +103,18 @@ def zero(_: Mapping[str, Any]) -> float:
     return 0.0
 
 
+def effective_clusters_row(result: Any) -> dict[str, float]:
+    """A :attr:`Method.row` recording the fit's effective number of clusters G* as its estimate.
+
+    A diagnostic, not an estimator: no SE, p-value or interval (its coverage and rejection are not
+    meaningful). Pair it with a method's coverage by :meth:`MonteCarloResult.beside`.
+    """
+    nan = math.nan
+    return {"estimate": result.clusters.effective} | dict.fromkeys(
+        ("std_error", "p_value", "ci_low", "ci_high"), nan
+    )
+
+
 def score_bootstrap_test(draws: int = 999, seed: int = 1, weights: str = "rademacher") -> TestFn:
     """``test(result, b0)``: the Kline-Santos score bootstrap p-value of H0: β = b0 (``twfe-logit``)."""
 
@@ -233,6 +245,23 @@ class MonteCarloResult:
             "rejection_rate": rejection,
             "mcse_rejection": math.sqrt(rejection * (1 - rejection) / r),
         }
+
+    def beside(self, method: str, diagnostic: str) -> pl.DataFrame:
+        """Per draw: whether ``method``'s interval covered the truth, beside a diagnostic's estimate.
+
+        Columns ``draw``, ``covered`` and one named ``diagnostic`` holding that method's estimate in the
+        draw (e.g. G* from :func:`effective_clusters_row`).
+        """
+        d = self.draws
+        return (
+            d.filter(pl.col("method") == method)
+            .select("draw", "covered")
+            .join(
+                d.filter(pl.col("method") == diagnostic).select("draw", pl.col("estimate").alias(diagnostic)),
+                on="draw",
+            )
+            .sort("draw")
+        )
 
     @property
     def summary(self) -> dict[str, Any]:
