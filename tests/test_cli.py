@@ -325,3 +325,26 @@ def test_did_generic_panel_needs_first_treated_and_a_panel(tmp_path: Path) -> No
     assert res.exit_code == 2 and "needs --panel FILE" in res.stderr
     res = _invoke("did", "--panel", str(csv), "--trials", "n tot")
     assert res.exit_code == 2 and "--trials need(s) --outcome" in res.stderr
+
+
+def test_few_clusters_warning_is_silent_once_a_remedy_is_asked_for(tmp_path: Path) -> None:
+    """12 of the 24 counties: the default CR1 fit warns (G* < 20); with --inference cr2 (a remedy the
+    warning recommends) it does not, and the label still carries G, G₁ and G*."""
+    import warnings
+
+    import polars as pl
+
+    from stopdisparity.errors import FewClustersWarning
+
+    full = pl.read_csv(_generic_csv(tmp_path / "full.csv"))
+    csv = tmp_path / "panel.csv"
+    full.filter(pl.col("county id").is_in(full["county id"].unique().sort()[:12].implode())).write_csv(csv)
+    args = (*GENERIC, "--panel", str(csv), "--outcome", "hits", "--trials", "n tot", "--json")
+    for inference, expected in (("cluster", True), ("cr2", False)):
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            res = _invoke(*args, "--inference", inference)
+        assert res.exit_code == 0, res.output
+        assert any(issubclass(w.category, FewClustersWarning) for w in seen) is expected, inference
+    row = json.loads(res.stdout)[0]
+    assert "G*=" in row["inference"] and row["effective_clusters"] < 20

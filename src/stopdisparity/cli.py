@@ -7,9 +7,12 @@ rows or not); non-zero means nothing changed, and stderr says why.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -540,13 +543,14 @@ def did(
             estimator, cohort=cohort, control=control, base_period=base_period, anticipation=anticipation,
             family=family, draws=draws, seed=seed, leave_out=leave_out,
         )  # fmt: skip
-        result, title = _did_result(
-            store=store, panel_file=panel_file, state=state, agency=agency, policy=policy, period=period,
-            unit=unit, treatment=treatment, outcome=outcome, trials=trials, first_treated=first_treated,
-            covariates=covariates, group=group, estimator=estimator, race_pair=race_pair, inference=inference,
-            cluster=cluster, weights=weights, missing=missing, draws=draws, seed=seed, cohort=cohort,
-            scale=scale, options=options, memory_limit=memory_limit,
-        )  # fmt: skip
+        with _few_clusters_heeded(inference):
+            result, title = _did_result(
+                store=store, panel_file=panel_file, state=state, agency=agency, policy=policy, period=period,
+                unit=unit, treatment=treatment, outcome=outcome, trials=trials, first_treated=first_treated,
+                covariates=covariates, group=group, estimator=estimator, race_pair=race_pair,
+                inference=inference, cluster=cluster, weights=weights, missing=missing, draws=draws,
+                seed=seed, cohort=cohort, scale=scale, options=options, memory_limit=memory_limit,
+            )  # fmt: skip
         tidy = result.tidy()
     except (StopDisparityError, ValueError) as e:
         raise _fail(e) from e
@@ -862,6 +866,21 @@ def _covariate_names(values: list[str] | None, columns: list[str]) -> tuple[str,
         else:
             out.extend(part.strip() for part in value.split(",") if part.strip())
     return tuple(out)
+
+
+#: The inference methods FewClustersWarning recommends: once one is asked for, its advice is heeded.
+FEW_CLUSTER_REMEDIES = ("cr2", "wild", "score", "ri")
+
+
+@contextlib.contextmanager
+def _few_clusters_heeded(inference: str) -> Iterator[None]:
+    """Silence FewClustersWarning while fitting for a remedy it recommends; the labels keep G, G₁, G*."""
+    with warnings.catch_warnings():
+        if inference in FEW_CLUSTER_REMEDIES:
+            from stopdisparity.errors import FewClustersWarning
+
+            warnings.simplefilter("ignore", FewClustersWarning)
+        yield
 
 
 def _apply_inference(result: Any, inference: str, draws: int, seed: int, **extra: Any) -> Any:
