@@ -14,18 +14,24 @@ import polars as pl
 
 
 def dense_information(
-    sample: pl.DataFrame, regressors: np.ndarray, contrast: np.ndarray, rho: float = 0.0
+    sample: pl.DataFrame,
+    regressors: np.ndarray,
+    contrast: np.ndarray,
+    rho: float = 0.0,
+    weights: np.ndarray | None = None,
 ) -> dict[str, float]:
     """γ_g by cluster label for ``contrast``'β of a fit on ``sample`` (internal columns unit, group,
-    period, cluster, weight)."""
+    period, cluster and, unless ``weights`` are given, the fit's final weights ``weight``)."""
     s = sample.to_pandas()
+    w = s["weight"].to_numpy() if weights is None else np.asarray(weights, dtype=float)
     unit = pd.get_dummies(s["unit"].astype(str), dtype=float).to_numpy()
     # the period effects are group × period (one group: period)
     key = s["group"].astype(str) + "|" + s["period"].astype(str)
     period = pd.get_dummies(key, dtype=float).to_numpy()[:, 1:]
-    x = np.column_stack([regressors, unit, period]) * np.sqrt(s["weight"].to_numpy())[:, None]
+    x = np.column_stack([regressors, unit, period]) * np.sqrt(w)[:, None]
     c = np.concatenate([contrast, np.zeros(x.shape[1] - len(contrast))])
-    row = np.linalg.solve(x.T @ x, c)
+    # least squares: a stacked design may have a dummy too many per block; c'β stays estimable
+    row = np.linalg.lstsq(x.T @ x, c, rcond=None)[0]
     clusters = s["cluster"].astype(str).to_numpy()
     out = {}
     for label in sorted(set(clusters)):

@@ -328,23 +328,29 @@ def test_did_generic_panel_needs_first_treated_and_a_panel(tmp_path: Path) -> No
 
 
 def test_few_clusters_warning_is_silent_once_a_remedy_is_asked_for(tmp_path: Path) -> None:
-    """12 of the 24 counties: the default CR1 fit warns (G* < 20); with --inference cr2 (a remedy the
-    warning recommends) it does not, and the label still carries G, G₁ and G*."""
+    """16 of the 24 counties (G₁ = 12, no dominant county, G* = 15.7): the default CR1 fit warns; with
+    --inference cr2, a remedy the warning recommends, it does not, and the label still carries G, G₁ and
+    G*. With 12 counties (G₁ = 9) the warning stays under cr2 too: too few treated clusters for any
+    method."""
     import warnings
 
     import polars as pl
 
-    from stopdisparity.errors import FewClustersWarning
+    from stopdisparity.errors import FewClustersWarning, FewEffectiveClustersWarning
 
     full = pl.read_csv(_generic_csv(tmp_path / "full.csv"))
-    csv = tmp_path / "panel.csv"
-    full.filter(pl.col("county id").is_in(full["county id"].unique().sort()[:12].implode())).write_csv(csv)
-    args = (*GENERIC, "--panel", str(csv), "--outcome", "hits", "--trials", "n tot", "--json")
-    for inference, expected in (("cluster", True), ("cr2", False)):
-        with warnings.catch_warnings(record=True) as seen:
-            warnings.simplefilter("always")
-            res = _invoke(*args, "--inference", inference)
-        assert res.exit_code == 0, res.output
-        assert any(issubclass(w.category, FewClustersWarning) for w in seen) is expected, inference
-    row = json.loads(res.stdout)[0]
-    assert "G*=" in row["inference"] and row["effective_clusters"] < 20
+    for k, cr2_warns in ((16, False), (12, True)):
+        csv = tmp_path / f"panel_{k}.csv"
+        full.filter(pl.col("county id").is_in(full["county id"].unique().sort()[:k].implode())).write_csv(csv)
+        args = (*GENERIC, "--panel", str(csv), "--outcome", "hits", "--trials", "n tot", "--json")
+        for inference, expected in (("cluster", True), ("cr2", cr2_warns)):
+            with warnings.catch_warnings(record=True) as seen:
+                warnings.simplefilter("always")
+                res = _invoke(*args, "--inference", inference)
+            assert res.exit_code == 0, res.output
+            few = [w for w in seen if issubclass(w.category, FewClustersWarning)]
+            assert bool(few) is expected, (k, inference)
+            if k == 16 and few:
+                assert few[0].category is FewEffectiveClustersWarning
+        row = json.loads(res.stdout)[0]
+        assert "G*=" in row["inference"] and row["effective_clusters"] < 20

@@ -277,18 +277,26 @@ def test_bad_options(ref_panel):
 
 
 def test_effective_clusters_by_term(counts):
-    """Each race's G* equals the dense-design computation on its rows; the difference's information is
-    the sum of the races' (independent working errors); the summary carries the smallest G*."""
+    """Each race's G* equals the dense-design computation on its rows; the difference's equals the dense
+    computation on the stacked design (race-specific unit and period dummies, the treatment for each
+    race, contrast (1, -1)), which the package gets by adding the races' cluster information."""
     tidy = counts.tidy()
     sample = counts.sample
-    info = []
+    expected = []
     for race in counts.race_pair:
         rows = sample.filter(pl.col("race") == race)
         x = rows.get_column("treated").cast(pl.Float64).to_numpy()
-        info.append(dense_information(rows, x, np.ones(1)))
-    labels = sorted(set(info[0]) | set(info[1]))
-    both = {c: info[0].get(c, 0.0) + info[1].get(c, 0.0) for c in labels}
-    expected = [effective_of(info[0]), effective_of(info[1]), effective_of(both)]
+        expected.append(effective_of(dense_information(rows, x, np.ones(1))))
+    focal = (pl.col("race") == counts.race_pair[0]).cast(pl.Float64)
+    stacked = sample.with_columns(
+        pl.concat_str(pl.col("unit").cast(pl.String), pl.col("race"), separator="|").alias("unit"),
+        pl.concat_str(pl.col("group").cast(pl.String), pl.col("race"), separator="|").alias("group"),
+    )
+    d = sample.get_column("treated").cast(pl.Float64)
+    x = np.column_stack([(d * sample.select(focal).to_series()).to_numpy(),
+                         (d * (1 - sample.select(focal).to_series())).to_numpy()])  # fmt: skip
+    expected.append(effective_of(dense_information(stacked, x, np.array([1.0, -1.0]))))
     got = tidy.get_column("effective_clusters").to_list()
-    assert got == pytest.approx(expected, rel=1e-9)
+    assert got == pytest.approx(expected, rel=1e-8)
     assert counts.clusters.effective == min(got)
+    assert "smallest G*=" in counts.clusters.describe()

@@ -19,10 +19,11 @@ import pytest
 import statsmodels.api as sm
 from scipy.special import expit
 
-from effective_reference import dense_effective_clusters
+from effective_reference import dense_effective_clusters, dense_information, effective_of
 from stopdisparity.errors import (
     DroppedRowsWarning,
     FewClustersWarning,
+    FewEffectiveClustersWarning,
     SparseCellWarning,
     SpecificationError,
 )
@@ -435,6 +436,7 @@ def test_warning_when_few_effective_clusters():
     with pytest.warns(FewClustersWarning, match=r"G\*=18\.8 effective clusters \(< 20") as record:
         res = fit_did(panel)
     assert len(record) == 1 and "treated clusters (G₁" not in str(record[0].message)
+    assert record[0].category is FewEffectiveClustersWarning  # G* is the only reason
     assert res.n_treated_clusters == 12 and res.clusters.largest_share <= 0.3
     assert res.clusters.effective == pytest.approx(18.8, abs=0.05)
 
@@ -693,3 +695,60 @@ def test_cr0_option_and_inference_hook(ref_panel):
     assert (row["p_value"], row["ci_low"], row["ci_high"]) == (0.04, 0.01, 0.5)
     assert row["inference"].startswith("score bootstrap")
     assert row["std_error"] == pytest.approx(cr1.std_error)
+
+
+def _covariate_panel(seed: int = 3) -> pl.DataFrame:
+    """A generic logit panel with a covariate: 30 units, 8 periods, 12 adopting in periods 3-6."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(30):
+        first = 3 + u % 4 if u < 12 else 0
+        a = rng.normal(-1.0, 0.5)
+        for t in range(8):
+            x = rng.normal()
+            d = first > 0 and t >= first
+            n = int(rng.poisson(15 + 3 * (u % 5)))
+            rows.append(
+                (f"u{u:02d}", t, first, x, n, int(rng.binomial(n, expit(a + 0.1 * t + 0.4 * d + 0.3 * x))))
+            )
+    return pl.DataFrame(rows, schema=["unit id", "t", "first", "x", "n", "hits"], orient="row")
+
+
+@pytest.mark.parametrize("rho", [0.0, 0.5, 0.999])
+def test_effective_clusters_with_a_covariate_against_statsmodels(rho):
+    """With a covariate (so H⁻¹c mixes two regressors) and any rho: the package's G* (and, at rho = 0, the
+    reported one) equals the dense computation whose weights come from a statsmodels GLM fitted on the
+    full dummy design, not from the package's fit."""
+    from stopdisparity.models import _fe
+    from stopdisparity.models.did import fit_did_panel
+
+    frame = _covariate_panel()
+    res = quiet(fit_did_panel, frame, yname="hits", idname="unit id", tname="t", gname="first",
+                trials="n", xnames=("x",))  # fmt: skip
+    s = res.sample
+    d = s.get_column("treated").cast(pl.Float64).to_numpy()
+    x = s.get_column("_x0").to_numpy()
+    n = s.get_column("n").to_numpy()
+    dummies = pd.get_dummies(s.get_column("unit").to_pandas().astype(str), dtype=float).to_numpy()
+    periods = pd.get_dummies(s.get_column("period").to_pandas().astype(str), dtype=float).to_numpy()[:, 1:]
+    glm = sm.GLM(
+        s.get_column("focal").to_numpy() / n,
+        np.column_stack([d, x, dummies, periods]),
+        family=sm.families.Binomial(),
+        var_weights=n,
+    ).fit(tol=1e-13)
+    mu = glm.fittedvalues
+    w_sm = n * mu * (1 - mu)
+    # the package's own fit, for cluster_information at any rho and contrast
+    codes = _fe.codes_of(s.get_column("cluster").cast(pl.String))
+    projector = _fe.WithinProjector([_fe.codes_of(s.get_column(c)) for c in ("unit", "period")])
+    y = s.get_column("focal").to_numpy() / n
+    fit = _fe.fit_glm(y, np.column_stack([d, x]), projector, family="binomial", prior=n)
+    for contrast in (np.array([1.0, 0.0]), np.array([0.3, -1.0])):
+        dense = effective_of(dense_information(s, np.column_stack([d, x]), contrast, rho, weights=w_sm))
+        got = _fe.effective_clusters(_fe.cluster_information(fit, codes, res.n_clusters, contrast, rho))
+        assert got == pytest.approx(dense, rel=1e-7), (rho, contrast)
+        if rho == 0.0 and contrast[0] == 1.0:  # the reported G* is the treatment's at rho = 0
+            assert res.clusters.effective == pytest.approx(dense, rel=1e-7)
+    with pytest.raises(SpecificationError, match="rho"):
+        _fe.cluster_information(fit, codes, res.n_clusters, rho=1.5)

@@ -231,7 +231,7 @@ UNDER_COVER = pytest.mark.xfail(
     "design M - etwfe (logit, CR1) 0.882 with SE / sd of the errors 0.81, bjs (Theorem 3 variance on the "
     "stop-weighted log odds) 0.902 with 0.85, sun-abraham (CR1, delta method) att 0.912 and e:2 0.898 with "
     "0.88 - as the headline's CR1 does (0.896): stop weights concentrate "
-    "the information in a few large counties (15-30 effective clusters of 146), and cluster-robust "
+    "the information in a few large counties (the headline's G* has median 22 of 146), and cluster-robust "
     "variances are then biased down (MacKinnon & Webb 2017). Callaway-Sant'Anna's influence-function "
     "intervals cover (simple 0.954, dynamic e=0 0.950, e=2 0.930), and so do etwfe and sun-abraham with "
     "--inference cr2 (CR2, Bell-McCaffrey df: etwfe 0.936, sun-abraham att 0.936, e:2 0.932; asserted) and "

@@ -874,12 +874,16 @@ FEW_CLUSTER_REMEDIES = ("cr2", "wild", "score", "ri")
 
 @contextlib.contextmanager
 def _few_clusters_heeded(inference: str) -> Iterator[None]:
-    """Silence FewClustersWarning while fitting for a remedy it recommends; the labels keep G, G₁, G*."""
+    """Silence the G*-only warning (FewEffectiveClustersWarning) while fitting for a remedy it recommends.
+
+    The labels keep G, G₁ and G*. Very few treated clusters or a dominant one still warn: resampling
+    methods are themselves unreliable then (MacKinnon & Webb 2017).
+    """
     with warnings.catch_warnings():
         if inference in FEW_CLUSTER_REMEDIES:
-            from stopdisparity.errors import FewClustersWarning
+            from stopdisparity.errors import FewEffectiveClustersWarning
 
-            warnings.simplefilter("ignore", FewClustersWarning)
+            warnings.simplefilter("ignore", FewEffectiveClustersWarning)
         yield
 
 

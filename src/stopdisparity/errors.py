@@ -62,6 +62,14 @@ class FewClustersWarning(StopDisparityWarning):
     """Few treated clusters, or one dominates: cluster-robust inference is unreliable."""
 
 
+class FewEffectiveClustersWarning(FewClustersWarning):
+    """Enough treated clusters, none dominant, but the effect's information sits in few (G* < 20).
+
+    A :class:`FewClustersWarning` (filters on that catch it too), told apart so that a caller who already
+    chose a remedy can silence it while still hearing about very few treated clusters.
+    """
+
+
 class UnresolvedCountyWarning(StopDisparityWarning):
     """Some county names could not be resolved to FIPS codes (rows kept, FIPS NULL)."""
 

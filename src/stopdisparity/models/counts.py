@@ -197,11 +197,11 @@ def _estimate_race_specific(
         both.get_column(TREATED).to_numpy(),
         both.get_column(STOPS).to_numpy(),
     )
-    # the races' working errors are independent, so the difference's information is the sum
+    # with rho = 0 every observation's working error is independent (the two races' too), so the
+    # difference's information is the sum of the races'
     effective = tuple(_fe.effective_clusters(i) for i in (info[0], info[1], info[0] + info[1]))
-    summary = dataclasses.replace(
-        summary, g=g_union, effective=min((e for e in effective if not math.isnan(e)), default=math.nan)
-    )
+    smallest = min((e for e in effective if not math.isnan(e)), default=math.nan)
+    summary = dataclasses.replace(summary, g=g_union, effective=smallest, effective_label="smallest G*")
     return _CountsCore(
         terms=(*terms, "difference"),
         estimates=estimates,

@@ -15,7 +15,7 @@ Methods
     with every fixed-effect dummy in the hat matrix, and a Student t reference with the
     Bell–McCaffrey degrees of freedom of each term (Imbens & Kolesár 2016; Pustejovsky & Tipton 2018):
     :mod:`~stopdisparity.models._cr2`. No refits. CR1 is biased down when the treatment's information
-    sits in a few large clusters (stop-weighted county panels: 15–30 effective clusters of 146); CR2
+    sits in a few large clusters (design M: G* median 22 of 146, ``effective_clusters``); CR2
     is exactly unbiased under the working model and its df shrink with the effective clusters. On
     design M of the Monte Carlo it covers where CR1 does not (tests/test_monte_carlo.py).
 ``cr3``
