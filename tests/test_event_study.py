@@ -474,3 +474,4 @@ def test_effective_clusters_per_event_time_equal_a_dense_design(estimator):
     post = np.array([float(e >= 0) for e in res.estimated])
     assert res.clusters.effective == pytest.approx(dense_effective_clusters(res.sample, x, post), rel=1e-9)
     assert res.clusters.effective < res.n_clusters
+    assert f"average-post G*={res.clusters.effective:.1f}" in res.clusters.describe()

@@ -897,35 +897,36 @@ class ClusterSummary:
     largest: str | None
     largest_share: float
     effective: float | None = None
-    #: How labels name ``effective``: "G*", or "smallest G*" when it is the least of several terms'.
+    #: How labels name ``effective``: "G*", or e.g. "smallest G*" when it stands for several terms'.
     effective_label: str = "G*"
 
-    @property
-    def _few_effective(self) -> bool:
-        e = self.effective
-        return e is not None and not math.isnan(e) and e < MIN_EFFECTIVE_CLUSTERS
-
-    def warning_text(self) -> str | None:
-        """The few-clusters message, or None when G₁ ≥ 10, the share is ≤ 0.3 and G* ≥ 20."""
-        reasons = []
+    def _reasons(self) -> dict[str, str]:
+        """Why cluster-robust inference is unreliable, by rule (``g_treated``, ``share``, ``effective``)."""
+        reasons = {}
         if self.g_treated < MIN_TREATED_CLUSTERS:
-            reasons.append(f"only {self.g_treated} treated clusters (G₁ < {MIN_TREATED_CLUSTERS})")
+            reasons["g_treated"] = f"only {self.g_treated} treated clusters (G₁ < {MIN_TREATED_CLUSTERS})"
         if self.largest_share > MAX_TREATED_SHARE:
-            reasons.append(
+            reasons["share"] = (
                 f"cluster {self.largest!r} holds {self.largest_share:.0%} of treated stops "
                 f"(> {MAX_TREATED_SHARE:.0%})"
             )
-        if self._few_effective:
-            reasons.append(
-                f"the effect's information sits in {self.effective_label}={self.effective:.1f} effective "
-                f"clusters (< {MIN_EFFECTIVE_CLUSTERS:.0f}; Carter, Schnepel & Steigerwald 2017)"
+        e = self.effective
+        if e is not None and not math.isnan(e) and e < MIN_EFFECTIVE_CLUSTERS:
+            reasons["effective"] = (
+                f"the effect's information sits in {self.effective_label}={e:.1f} effective clusters "
+                f"(< {MIN_EFFECTIVE_CLUSTERS:.0f}; Carter, Schnepel & Steigerwald 2017)"
             )
+        return reasons
+
+    def warning_text(self) -> str | None:
+        """The few-clusters message, or None when G₁ ≥ 10, the share is ≤ 0.3 and G* ≥ 20."""
+        reasons = self._reasons()
         if not reasons:
             return None
         return (
-            f"{' and '.join(reasons)} of G={self.g} clusters by {self.name}: cluster-robust standard "
-            "errors are unreliable; use CR2 (--inference cr2), a wild or score bootstrap or randomization "
-            "inference"
+            f"{' and '.join(reasons.values())} of G={self.g} clusters by {self.name}: cluster-robust "
+            "standard errors are unreliable; use CR2 (--inference cr2), a wild or score bootstrap or "
+            "randomization inference"
         )
 
     def describe(self) -> str:
@@ -938,8 +939,7 @@ class ClusterSummary:
     @property
     def category(self) -> type[FewClustersWarning]:
         """:class:`FewEffectiveClustersWarning` when G* is the only reason to warn, else the parent."""
-        only_g_star = self.g_treated >= MIN_TREATED_CLUSTERS and self.largest_share <= MAX_TREATED_SHARE
-        return FewEffectiveClustersWarning if only_g_star else FewClustersWarning
+        return FewEffectiveClustersWarning if set(self._reasons()) == {"effective"} else FewClustersWarning
 
 
 #: Column holding the group × period key of the period fixed effects (temporary, dropped before fits).
@@ -1004,11 +1004,13 @@ def summarize_clusters(
     treated: np.ndarray,
     stops: np.ndarray,
     information: np.ndarray | None = None,
+    effective_label: str = "G*",
 ) -> ClusterSummary:
     """G, G₁, the largest treated cluster's share of the stops in treated cells, and G*.
 
     G* (:func:`effective_clusters`) needs the clusters' ``information`` about the effect
-    (:func:`cluster_information`); without it ``effective`` is None.
+    (:func:`cluster_information`); without it ``effective`` is None. ``effective_label`` names it in
+    labels and warnings when it is not simply the reported effect's.
     """
     g = len(labels)
     on = treated > 0
@@ -1018,8 +1020,10 @@ def summarize_clusters(
     effective = None if information is None else effective_clusters(information)
     if total > 0:
         i = int(np.argmax(by))
-        return ClusterSummary(name, g, int(anyt.sum()), str(labels[i]), float(by[i] / total), effective)
-    return ClusterSummary(name, g, int(anyt.sum()), None, 0.0, effective)
+        largest, share = str(labels[i]), float(by[i] / total)
+    else:
+        largest, share = None, 0.0
+    return ClusterSummary(name, g, int(anyt.sum()), largest, share, effective, effective_label)
 
 
 def cluster_information(
@@ -1042,9 +1046,7 @@ def cluster_information(
     """
     if not 0.0 <= rho <= 1.0:
         raise SpecificationError(f"rho must be in [0, 1]; got {rho!r}")
-    c = np.zeros(fit.beta.shape[0]) if contrast is None else np.asarray(contrast, dtype=float)
-    if contrast is None:
-        c[0] = 1.0
+    c = np.eye(fit.beta.shape[0])[0] if contrast is None else np.asarray(contrast, dtype=float)
     sa = np.sqrt(fit.weights) * (fit.x_tilde @ np.linalg.solve(fit.hessian, c))
     gamma = np.bincount(codes, weights=sa * sa, minlength=n_clusters)
     if rho:

@@ -950,6 +950,7 @@ def _fit_event_cells(
         post.astype(float),
         n,
         _fe.cluster_information(fit, cluster_codes, g, average_post) if average_post.any() else None,
+        effective_label="average-post G*",
     )
     _fe.warn_few_clusters(clusters, stacklevel=stacklevel)
 
