@@ -168,6 +168,87 @@ def test_apply_inference_and_cli(panel: pl.DataFrame, tmp_path: Path) -> None:
         )
 
 
+def test_pp_interval_is_the_cr2_of_its_gradient(panel: pl.DataFrame) -> None:
+    """The logit's percentage-point interval under CR2: its gradient over all coefficients (X'a + c e_β,
+    built here from a statsmodels refit on a full-rank dummy design) as a CR2 contrast, t on its own BM
+    df. The same gradient's CR0 sum reproduces the delta-method variance the fit reports."""
+    from scipy.special import expit, logit
+
+    result = fit(panel, "twfe-logit")
+    s = result.sample
+    n = s.get_column("n").to_numpy().astype(float)
+    y = s.get_column("focal").to_numpy() / n
+    x, w, resid, codes = did_pieces(result)
+    sm_fit = sm.GLM(y, x, family=sm.families.Binomial(), var_weights=n).fit(tol=1e-13)
+    mu, beta, d = sm_fit.fittedvalues, float(sm_fit.params[0]), x[:, 0]
+    mu0 = expit(logit(mu) - beta * d)
+    m = d * n / n[d > 0].sum()
+    a = m * (mu * (1 - mu) - mu0 * (1 - mu0))
+    ell = 100.0 * (x.T @ a + float(np.sum(m * mu0 * (1 - mu0))) * np.eye(x.shape[1])[:, 0])
+    scores, gamma = brute(x, w, resid, codes, ell)
+    se, df = math.sqrt(np.sum(scores**2)), bm_df(gamma)
+    xt, e = np.sqrt(w)[:, None] * x, np.sqrt(w) * resid
+    bl = np.linalg.solve(xt.T @ xt, ell)
+    cr0 = [float(bl @ xt[codes == g].T @ e[codes == g]) for g in np.unique(codes)]
+    assert np.sum(np.square(cr0)) == pytest.approx(result.pp_variance_cr0, rel=RTOL)
+    row = inf.cr2(result).tidy().row(0, named=True)
+    crit = stats.t(df).isf(0.025)
+    assert row["pp_change"] == pytest.approx(100.0 * float(np.sum(m * (mu - mu0))), rel=RTOL)
+    assert row["pp_ci_low"] == pytest.approx(row["pp_change"] - crit * se, rel=RTOL)
+    assert row["pp_ci_high"] == pytest.approx(row["pp_change"] + crit * se, rel=RTOL)
+    assert row["pp_std_error"] == result.pp_std_error  # the delta-method CR1 SE stays
+    plain = result.tidy().row(0, named=True)  # analytical: the delta-method CR1 interval, normal
+    assert plain["pp_ci_low"] == pytest.approx(plain["pp_change"] - 1.959963984540054 * result.pp_std_error)
+    assert inf.score_bootstrap(result, draws=19, seed=1, ci=False).tidy().item(0, "pp_ci_low") is None
+    linear = fit(panel, "twfe-linear")  # pp = 100 β: the coefficient's CR2 interval, times 100
+    lrow, lcr2 = inf.cr2(linear).tidy().row(0, named=True), inf.cr2(linear).tidy().row(0, named=True)
+    assert lrow["pp_ci_low"] == pytest.approx(100.0 * lcr2["ci_low"], rel=1e-12)
+
+
+def test_default_inference_is_cr2_of_the_cluster_fit(panel: pl.DataFrame) -> None:
+    """Every TWFE fit and the event study report CR2 unless told inference="cluster" (issue 5: CR1
+    under-covers at design M); the default is exactly cr2() of the CR1 fit, which the Monte Carlo
+    scores, and apply_inference(..., "cluster") takes it back to CR1."""
+    from stopdisparity.models.did import fit_did
+
+    for estimator in ("twfe-logit", "twfe-linear"):
+        cluster = fit(panel, estimator)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            default = fit_did(panel, estimator=estimator)  # type: ignore[arg-type]
+        assert default.tidy().equals(inf.cr2(cluster).tidy())
+        assert default.inference is not None and default.inference.method == "cr2"
+        assert inf.apply_inference(default, "cluster").tidy().equals(cluster.tidy())
+        assert default.lineage["options"]["inference"] == "cr2"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        counts = fit_counts(panel)
+    assert counts.tidy().equals(inf.cr2(fit_counts(panel, inference="cluster")).tidy())
+    with pytest.raises(SpecificationError, match="inference"):
+        fit(panel, "twfe-logit", inference="cr3")
+
+
+def test_interval_follows_the_table_level(panel: pl.DataFrame) -> None:
+    """CR2 is analytical: tidy(alpha) rescales its interval (t on the BM df) instead of keeping 95%;
+    a resampled interval cannot be rescaled, so a table at another level than it was drawn is refused."""
+    result = fit(panel, "twfe-logit")
+    x, w, resid, codes = did_pieces(result)
+    scores, gamma = brute(x, w, resid, codes, np.eye(x.shape[1])[:, 0])
+    se, df = math.sqrt(np.sum(scores**2)), bm_df(gamma)
+    attached = inf.cr2(result)
+    for alpha in (0.05, 0.1, 0.01):
+        row = attached.tidy(alpha).row(0, named=True)
+        crit = stats.t.ppf(1 - alpha / 2, df)
+        assert row["ci_low"] == pytest.approx(row["estimate"] - crit * se, rel=1e-9)
+        assert row["ci_high"] == pytest.approx(row["estimate"] + crit * se, rel=1e-9)
+        assert row["p_value"] == pytest.approx(2 * stats.t.sf(abs(row["estimate"]) / se, df), rel=1e-9)
+    boot = inf.score_bootstrap(result, draws=99, seed=1)
+    assert boot.tidy(0.05).row(0, named=True)["ci_low"] is not None
+    with pytest.raises(SpecificationError, match=r"alpha=0.05, not 0.1: apply it again with alpha=0.1"):
+        boot.tidy(0.1)
+    assert inf.score_bootstrap(result, draws=99, seed=1, alpha=0.1).tidy(0.1).height == 1
+
+
 # -------------------------------------------------------------------------------- counts, events
 @pytest.fixture(scope="module")
 def counts(panel: pl.DataFrame) -> CountsResult:

@@ -155,7 +155,7 @@ def test_logit_equals_statsmodels_stop_level_dummies(anticipation):
 def test_linear_equals_pyfixest():
     pf = pytest.importorskip("pyfixest")
     panel = make_panel(seed=5)
-    res = quiet(fit_event_study, panel, estimator="linear", period_length="year")
+    res = quiet(fit_event_study, panel, estimator="linear", period_length="year", inference="cluster")
     wide = wide_of(panel, lo=-4, hi=5, ref=-1)
     fit = pf.feols(
         "share ~ i(event_bin, ref=-1) | county_fips + state^period",
@@ -309,7 +309,7 @@ def test_sup_t_band_between_pointwise_and_bonferroni():
 
 
 def test_pretrend_power_formula():
-    res = quiet(fit_event_study, make_panel(seed=4), period_length="year")
+    res = quiet(fit_event_study, make_panel(seed=4), period_length="year", inference="cluster")
     pre = res.pretrend_test(slope=0.0)
     assert pre["power_at_slope"] == pytest.approx(0.05)
     s50, s80 = pre["slope_power_50"], pre["slope_power_80"]
@@ -362,7 +362,7 @@ def test_plot_artists_equal_tidy():
 
 # ------------------------------------------------------------------------ contract and errors
 def test_tidy_contract():
-    res = quiet(fit_event_study, make_panel(seed=4), period_length="year")
+    res = quiet(fit_event_study, make_panel(seed=4), period_length="year", inference="cluster")
     assert isinstance(res, EventStudyResult)
     t = check_tidy(res.tidy())
     assert tuple(t.columns[: len(TIDY_COLUMNS)]) == TIDY_COLUMNS
@@ -436,7 +436,7 @@ def test_with_inference_replaces_listed_terms_only():
     estimates and the sup-t bands stay analytical; other rows are unchanged."""
     from stopdisparity.models._fe import Inference
 
-    res = quiet(fit_event_study, make_panel(seed=2), period_length="year")
+    res = quiet(fit_event_study, make_panel(seed=2), period_length="year", inference="cluster")
     before = res.tidy()
     inf = Inference("score bootstrap (test)", {"event:1": 0.04}, {"event:1": (0.1, 0.9)})
     new = res.with_inference(inf)

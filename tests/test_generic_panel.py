@@ -213,7 +213,7 @@ def test_linear_with_covariates_equals_pyfixest(weighted):
     panel = make_generic(seed=1)
     res = quiet(
         fit_did_panel, panel, yname=Y, idname=UNIT, tname=PERIOD, gname=FIRST, xnames=(X1, X2),
-        weights=W if weighted else None,
+        weights=W if weighted else None, inference="cluster",
     )  # fmt: skip
     assert res.estimator == "twfe-linear"
     df = to_pandas_safe(panel)
@@ -329,7 +329,16 @@ def test_event_study_recovers_planted_effect_and_matches_pyfixest():
 
 def test_event_study_with_inference():
     panel = make_generic(seed=5, units=30, periods=8)
-    res = quiet(fit_event_study_panel, panel, yname=Y, idname=UNIT, tname=PERIOD, gname=FIRST, window=(-3, 3))
+    res = quiet(
+        fit_event_study_panel,
+        panel,
+        yname=Y,
+        idname=UNIT,
+        tname=PERIOD,
+        gname=FIRST,
+        window=(-3, 3),
+        inference="cluster",
+    )
     before = res.tidy()
     inf = Inference("wild bootstrap (test)", {"event:0": 0.123, "event:-3": 0.5}, {"event:0": (-1.0, 2.0)})
     new = res.with_inference(inf)

@@ -34,9 +34,10 @@ TERMS = ("in_force:hispanic", "in_force:white", "difference")
 
 
 def counts_fit(frame: pl.DataFrame, **kw: object) -> CountsResult:
+    """The analytical CR1 fit (``inference="cluster"`` unless given) the methods here start from."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return fit_counts(frame, **kw)  # type: ignore[arg-type]
+        return fit_counts(frame, **{"inference": "cluster", **kw})  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,10 @@ RTOL_GLM = 1e-6
 WINDOW = (-2, 2)
 
 
-def fit_es(frame: pl.DataFrame, estimator: str, xnames: tuple[str, ...] = ("x1",)) -> EventStudyResult:
+def fit_es(
+    frame: pl.DataFrame, estimator: str, xnames: tuple[str, ...] = ("x1",), inference: str = "cluster"
+) -> EventStudyResult:
+    """The analytical CR1 fit the methods here start from (``inference="cr2"``: the default fit)."""
     kw: dict = {"yname": "y", "trials": "n"} if estimator == "logit" else {"yname": "share"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -46,6 +49,7 @@ def fit_es(frame: pl.DataFrame, estimator: str, xnames: tuple[str, ...] = ("x1",
             estimator=estimator,  # type: ignore[arg-type]
             window=WINDOW,
             sup_t_draws=100,
+            inference=inference,  # type: ignore[arg-type]
             **kw,
         )
 
@@ -304,16 +308,17 @@ def test_cli_event_study_inference(tmp_path: Path, frame: pl.DataFrame, method: 
 @pytest.fixture(scope="module")
 def wide(frame: pl.DataFrame) -> dict[str, EventStudyResult]:
     """Window (-4, 2): leads -3 and -2 (the binned far lead -4 and the reference -1 are not tested)."""
-    out = {}
-    for est in ("linear", "logit"):
-        kw: dict = {"yname": "y", "trials": "n"} if est == "logit" else {"yname": "share"}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            out[est] = fit_event_study_panel(
-                frame, idname="id", tname="t", gname="g", xnames=("x1",), group="st", estimator=est,
-                window=(-4, 2), sup_t_draws=100, **kw,
-            )  # fmt: skip
-    return out
+    return {est: wide_fit(frame, est) for est in ("linear", "logit")}
+
+
+def wide_fit(frame: pl.DataFrame, estimator: str, inference: str = "cluster") -> EventStudyResult:
+    kw: dict = {"yname": "y", "trials": "n"} if estimator == "logit" else {"yname": "share"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fit_event_study_panel(
+            frame, idname="id", tname="t", gname="g", xnames=("x1",), group="st", estimator=estimator,  # type: ignore[arg-type]
+            window=(-4, 2), sup_t_draws=100, inference=inference, **kw,  # type: ignore[arg-type]
+        )  # fmt: skip
 
 
 def lead_split(result: EventStudyResult) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -392,14 +397,15 @@ def pretest_panel(
 
 @pytest.mark.slow
 def test_pretest_bootstrap_size_under_no_pretrend() -> None:
-    """The chi-squared Wald pre-test over-rejects with 10 treated of 24 unequal clusters; the bootstraps hold.
+    """The chi-squared CR1 Wald pre-test over-rejects with 10 treated of 24 unequal clusters; the
+    bootstraps and the default fit's CR2-HTZ pre-test hold.
 
     Seen at these seeds (300 reps, 399 draws; nominal 0.05, Monte Carlo sd 0.013): CR1 Wald 0.183 (logit)
     and 0.163 (linear); score bootstrap 0.040, wild bootstrap 0.037. With 4 treated: Wald 0.44 / 0.43,
     score 0.007, wild 0.040. This test runs 120 reps.
     """
     rng = np.random.default_rng(123)
-    rej = dict.fromkeys(("wald-logit", "score", "wald-linear", "wild"), 0)
+    rej = dict.fromkeys(("wald-logit", "score", "htz-logit", "wald-linear", "wild", "htz-linear"), 0)
     reps = 0
     while reps < 120:
         df = pretest_panel(rng)
@@ -409,10 +415,25 @@ def test_pretest_bootstrap_size_under_no_pretrend() -> None:
             lg = fit_event_study_panel(df, yname="y", trials="n", **common)
             ln = fit_event_study_panel(df, yname="share", weights="n", estimator="linear", **common)
         reps += 1
-        rej["wald-logit"] += lg.pretrend_test()["p_value"] < 0.05
+        rej["wald-logit"] += lg.pretrend_test(method="wald")["p_value"] < 0.05
+        rej["htz-logit"] += lg.pretrend_test()["p_value"] < 0.05  # the default fit's default: CR2-HTZ
         rej["score"] += lg.pretrend_test(method="score", draws=199, seed=reps)["p_value"] < 0.05
-        rej["wald-linear"] += ln.pretrend_test()["p_value"] < 0.05
+        rej["wald-linear"] += ln.pretrend_test(method="wald")["p_value"] < 0.05
+        rej["htz-linear"] += ln.pretrend_test()["p_value"] < 0.05
         rej["wild"] += ln.pretrend_test(method="wild", draws=199, seed=reps)["p_value"] < 0.05
     rates = {k: v / reps for k, v in rej.items()}
     assert rates["score"] <= 0.09 and rates["wild"] <= 0.09, rates
+    assert rates["htz-logit"] <= 0.10 and rates["htz-linear"] <= 0.10, rates
     assert rates["wald-logit"] > 0.1 and rates["wald-linear"] > 0.1, rates
+
+
+@pytest.mark.parametrize("estimator", ["logit", "linear"])
+def test_default_fit_is_cr2_with_the_htz_pretest(frame: pl.DataFrame, estimator: str) -> None:
+    """The default event study reports CR2 on every event-time term, and its pre-test defaults to the
+    CR2-HTZ one (the CR1 Wald over-rejects at design M); a CR1 fit keeps the Wald."""
+    cluster, default = wide_fit(frame, estimator), wide_fit(frame, estimator, inference="cr2")
+    assert default.tidy().equals(inf.cr2(cluster).tidy())
+    pre, wald = default.pretrend_test(), cluster.pretrend_test()
+    assert pre["method"] == "cr2" and wald["method"] == "wald"
+    assert pre["p_value"] == cluster.pretrend_test(method="cr2")["p_value"] != wald["p_value"]
+    assert default.pretrend_test(method="wald")["p_value"] == wald["p_value"]

@@ -54,7 +54,8 @@ def reference() -> pl.DataFrame:
 
 @pytest.fixture(scope="module")
 def counts(ref_panel):
-    return quiet(fit_counts, ref_panel)
+    """The analytical CR1 fit (the pyfixest CRV1 oracles' inference); the default CR2 is tested apart."""
+    return quiet(fit_counts, ref_panel, inference="cluster")
 
 
 @pytest.fixture(scope="module")

@@ -308,7 +308,7 @@ def test_pyfixest_live(ref_panel):
 def test_linear_p_value_matches_t_with_g_minus_1(ref_panel, reference):
     from scipy import stats
 
-    res = quiet(fit_did, ref_panel, estimator="twfe-linear")
+    res = quiet(fit_did, ref_panel, estimator="twfe-linear", inference="cluster")
     row = ref_row(reference, "twfe-linear:stops", "in_force")
     t = row["estimate"] / row["std_error"]
     expected = 2 * stats.t(row["n_clusters"] - 1).sf(abs(t))
@@ -431,10 +431,15 @@ def test_no_warning_with_enough_balanced_treated_clusters():
 
 def test_warning_when_few_effective_clusters():
     """G₁ = 12 and no dominant county, but 30 clusters carry the treatment's information like 18.8 equal
-    ones (Carter, Schnepel & Steigerwald 2017): the warning says so and names G*."""
+    ones (Carter, Schnepel & Steigerwald 2017): under CR1 the warning says so and names G*; the default
+    CR2 is the remedy it recommends, so the default fit heeds it (the label keeps G*)."""
     panel = make_panel(seed=2, units=30, periods=8, treated={u: 3 + u % 4 for u in range(12)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FewClustersWarning)
+        default = fit_did(panel)
+    assert "G*=18.8" in default.tidy().item(0, "inference")
     with pytest.warns(FewClustersWarning, match=r"G\*=18\.8 effective clusters \(< 20") as record:
-        res = fit_did(panel)
+        res = fit_did(panel, inference="cluster")
     assert len(record) == 1 and "treated clusters (G₁" not in str(record[0].message)
     assert record[0].category is FewEffectiveClustersWarning  # G* is the only reason
     assert res.n_treated_clusters == 12 and res.clusters.largest_share <= 0.3
@@ -656,7 +661,7 @@ def test_arbitrary_column_names():
 
 # ------------------------------------------------------------------------------- result object
 def test_tidy_contract_and_accessors(ref_panel):
-    res = quiet(fit_did, ref_panel)
+    res = quiet(fit_did, ref_panel, inference="cluster")
     tidy = check_tidy(res.tidy())
     assert tuple(tidy.columns[: len(TIDY_COLUMNS)]) == TIDY_COLUMNS
     row = tidy.row(0, named=True)
@@ -683,8 +688,8 @@ def test_tidy_contract_and_accessors(ref_panel):
 
 
 def test_cr0_option_and_inference_hook(ref_panel):
-    cr0 = quiet(fit_did, ref_panel, vcov="CR0")
-    cr1 = quiet(fit_did, ref_panel)
+    cr0 = quiet(fit_did, ref_panel, vcov="CR0", inference="cluster")
+    cr1 = quiet(fit_did, ref_panel, inference="cluster")
     assert cr0.std_error == pytest.approx(math.sqrt(cr1.variance_cr0))
     assert cr1.std_error == pytest.approx(cr0.std_error * math.sqrt(cr1.small_sample.factor))
     assert cr0.tidy().item(0, "inference").startswith("CR0")

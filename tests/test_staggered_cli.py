@@ -175,12 +175,17 @@ def test_race_layout_refusals(race_panel: Path) -> None:
 
 
 def test_cr2_etwfe_and_sun_abraham(race_panel: Path) -> None:
-    """`--inference cr2` with etwfe (every link-scale row) and sun-abraham (every row): as the API."""
+    """`--inference cr2` with etwfe (every link-scale row) and sun-abraham (every row): as the API. It is
+    the default of both, in the CLI and the API; `--inference cluster` / inference="cluster" give CR1."""
     from stopdisparity.models.inference import apply_inference
 
     rows = _json(["--panel", str(race_panel), "--estimator", "etwfe", "--inference", "cr2"])
-    fit = fit_staggered_race(pl.read_parquet(race_panel), estimator="etwfe")
+    fit = fit_staggered_race(pl.read_parquet(race_panel), estimator="etwfe", inference="cluster")
     assert rows == apply_inference(fit, "cr2").tidy().to_dicts()
+    assert rows == _json(["--panel", str(race_panel), "--estimator", "etwfe"])  # the default
+    assert rows == fit_staggered_race(pl.read_parquet(race_panel), estimator="etwfe").tidy().to_dicts()
+    cr1 = _json(["--panel", str(race_panel), "--estimator", "etwfe", "--inference", "cluster"])
+    assert cr1 == fit.tidy().to_dicts() and cr1[0]["inference"].startswith("CR1")
     plain = fit.tidy().to_dicts()
     for got, cr1 in zip(rows, plain, strict=True):
         assert got["inference"].startswith("CR2 (Bell-McCaffrey)")
@@ -188,6 +193,6 @@ def test_cr2_etwfe_and_sun_abraham(race_panel: Path) -> None:
     generic = _json([*GENERIC, "--estimator", "etwfe", "--family", "linear", "--inference", "cr2"])
     assert generic[0]["term"] == "att" and generic[0]["inference"].startswith("CR2")
     sa = _json(["--panel", str(race_panel), "--estimator", "sun-abraham", "--inference", "cr2"])
-    fit_sa = fit_staggered_race(pl.read_parquet(race_panel), estimator="sun-abraham")
+    fit_sa = fit_staggered_race(pl.read_parquet(race_panel), estimator="sun-abraham", inference="cluster")
     assert sa == apply_inference(fit_sa, "cr2").tidy().to_dicts()
     assert {r["inference"][:3] for r in sa if not r["reference"]} == {"CR2"}

@@ -7,12 +7,9 @@ rows or not); non-zero means nothing changed, and stderr says why.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import sys
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -489,7 +486,14 @@ def did(
         ),
     ] = None,
     race_pair: RacePairOpt = "hispanic,white",
-    inference: Annotated[str, typer.Option(help=" | ".join(DID_INFERENCE))] = "cluster",
+    inference: Annotated[
+        str | None,
+        typer.Option(
+            help=" | ".join(DID_INFERENCE) + " (cluster = CR1). Default: cr2 (CR2, Bell-McCaffrey df) for "
+            "the TWFE models, the event study, etwfe and sun-abraham (CR1 under-covers with few effective "
+            "clusters); the estimator's own inference for the others."
+        ),
+    ] = None,
     cluster: ClusterOpt = None,
     weights: Annotated[
         str | None,
@@ -543,13 +547,17 @@ def did(
             estimator, cohort=cohort, control=control, base_period=base_period, anticipation=anticipation,
             family=family, draws=draws, seed=seed, leave_out=leave_out,
         )  # fmt: skip
-        with _few_clusters_heeded(inference):
+        from stopdisparity.models._fe import few_clusters_heeded
+
+        method = inference or _default_inference(estimator)
+        with few_clusters_heeded(method):
             result, title = _did_result(
                 store=store, panel_file=panel_file, state=state, agency=agency, policy=policy, period=period,
                 unit=unit, treatment=treatment, outcome=outcome, trials=trials, first_treated=first_treated,
                 covariates=covariates, group=group, estimator=estimator, race_pair=race_pair,
-                inference=inference, cluster=cluster, weights=weights, missing=missing, draws=draws,
-                seed=seed, cohort=cohort, scale=scale, options=options, memory_limit=memory_limit,
+                inference=method, by_default=inference is None, cluster=cluster, weights=weights,
+                missing=missing, draws=draws, seed=seed, cohort=cohort, scale=scale, options=options,
+                memory_limit=memory_limit,
             )  # fmt: skip
         tidy = result.tidy()
     except (StopDisparityError, ValueError) as e:
@@ -645,8 +653,8 @@ def sensitivity(
             store=store, panel_file=panel_file, state=state, agency=agency, policy=policy, period=period,
             unit=unit, treatment=None, outcome=outcome, trials=trials, first_treated=first_treated,
             covariates=covariates, group=None, estimator=estimator, race_pair=race_pair, inference="cluster",
-            cluster=cluster, weights=None, missing=missing, draws=0, seed=0, cohort=cohort, scale=scale,
-            options=options, memory_limit=memory_limit,
+            by_default=False, cluster=cluster, weights=None, missing=missing, draws=0, seed=0, cohort=cohort,
+            scale=scale, options=options, memory_limit=memory_limit,
         )  # fmt: skip
         from stopdisparity.models.sensitivity import sensitivity as bounds_of
         from stopdisparity.models.staggered import event_coefficients
@@ -724,6 +732,7 @@ def _did_result(
     estimator: str | None,
     race_pair: str,
     inference: str,
+    by_default: bool,
     cluster: str | None,
     weights: str | None,
     missing: str,
@@ -736,10 +745,11 @@ def _did_result(
 ) -> tuple[Any, str]:
     """Load the panel (store, race-layout file or generic file), fit the estimator; the result and a title."""
     from stopdisparity.errors import check_choice
+    from stopdisparity.models.staggered import CR2_ESTIMATORS
 
     check_choice("--inference", inference, DID_INFERENCE)
     check_choice("--missing", missing, ("raise", "drop"))
-    cr2_staggered = inference == "cr2" and estimator in ("etwfe", "sun-abraham")
+    cr2_staggered = inference == "cr2" and estimator in CR2_ESTIMATORS
     if estimator in STAGGERED and inference != "cluster" and not cr2_staggered:
         raise StopDisparityError(
             f"--inference {inference} applies to the TWFE models and the event study (cr2 also to etwfe "
@@ -774,6 +784,7 @@ def _did_result(
             group=group,
             missing=missing,
             inference=inference,
+            by_default=by_default,
             draws=draws,
             seed=seed,
             options=options,
@@ -821,9 +832,10 @@ def _did_result(
             cohort=cohort,  # type: ignore[arg-type]
             scale=scale,  # type: ignore[arg-type]
             missing=missing,  # type: ignore[arg-type]
+            **_analytical(est),
             **options,
         )
-        return _apply_inference(result, inference, draws, seed), title
+        return _apply_inference(result, inference, draws, seed, by_default=by_default), title
     result = _fit_race(
         frame,
         estimator=est,
@@ -834,6 +846,7 @@ def _did_result(
         cluster=cluster or "county_fips",
         weights=weights or "stops",
         inference=inference,
+        by_default=by_default,
         draws=draws,
         seed=seed,
         group=group,
@@ -868,30 +881,36 @@ def _covariate_names(values: list[str] | None, columns: list[str]) -> tuple[str,
     return tuple(out)
 
 
-#: The inference methods FewClustersWarning recommends: once one is asked for, its advice is heeded.
-FEW_CLUSTER_REMEDIES = ("cr2", "wild", "score", "ri")
+def _default_inference(estimator: str | None) -> str:
+    """``did``'s inference when --inference is not given: cr2 where it exists, else the estimator's own."""
+    from stopdisparity.models.staggered import CR2_ESTIMATORS
+
+    return "cluster" if estimator in STAGGERED and estimator not in CR2_ESTIMATORS else "cr2"
 
 
-@contextlib.contextmanager
-def _few_clusters_heeded(inference: str) -> Iterator[None]:
-    """Silence the G*-only warning (FewEffectiveClustersWarning) while fitting for a remedy it recommends.
+def _analytical(estimator: str) -> dict[str, str]:
+    """A staggered fit's option for its analytical CR1 (``did`` applies the requested inference itself)."""
+    from stopdisparity.models.staggered import CR2_ESTIMATORS
 
-    The labels keep G, G₁ and G*. Very few treated clusters or a dominant one still warn: resampling
-    methods are themselves unreliable then (MacKinnon & Webb 2017).
+    return {"inference": "cluster"} if estimator in CR2_ESTIMATORS else {}
+
+
+def _apply_inference(
+    result: Any, inference: str, draws: int, seed: int, *, by_default: bool = False, **extra: Any
+) -> Any:
+    """The requested inference on a fit made with ``inference="cluster"`` (``cluster``: unchanged).
+
+    ``by_default``: the default CR2, which falls back to CR1 with a warning where it cannot be formed;
+    asked for by name, it raises instead.
     """
-    with warnings.catch_warnings():
-        if inference in FEW_CLUSTER_REMEDIES:
-            from stopdisparity.errors import FewEffectiveClustersWarning
-
-            warnings.simplefilter("ignore", FewEffectiveClustersWarning)
-        yield
-
-
-def _apply_inference(result: Any, inference: str, draws: int, seed: int, **extra: Any) -> Any:
-    """The requested inference (``cluster``: the analytical one, unchanged)."""
     if inference == "cluster":
         return result
     from stopdisparity.models import inference as inference_mod
+
+    if by_default:
+        from stopdisparity.models._fe import with_default_inference
+
+        return with_default_inference(result, "cr2", stacklevel=2)
 
     options: dict[str, Any] = {} if inference in ("cr2", "cr3") else {"draws": draws, "seed": seed, **extra}
     return inference_mod.apply_inference(result, inference, **options)  # type: ignore[arg-type]
@@ -914,6 +933,7 @@ def _fit_generic(
     group: str | None,
     missing: str,
     inference: str,
+    by_default: bool,
     draws: int,
     seed: int,
     options: dict[str, Any],
@@ -946,9 +966,10 @@ def _fit_generic(
 
         if group is not None:
             raise StopDisparityError(f"--group does not apply to --estimator {estimator}")
-        result = fit_staggered(frame, estimator=estimator, **common, **options)  # type: ignore[arg-type]
-        return _apply_inference(result, inference, draws, seed), f"{estimator}: {outcome}"
-    common["group"] = group
+        result = fit_staggered(frame, estimator=estimator, **common, **_analytical(estimator), **options)  # type: ignore[arg-type]
+        result = _apply_inference(result, inference, draws, seed, by_default=by_default)
+        return result, f"{estimator}: {outcome}"
+    common |= {"group": group, "inference": "cluster"}  # the requested inference is applied below
     if estimator == "event-study":
         from stopdisparity.models.event_study import fit_event_study_panel
 
@@ -960,7 +981,7 @@ def _fit_generic(
         result = fit_did_panel(frame, estimator=estimator, **common)  # type: ignore[arg-type]
         label = result.estimator
     extra = {"within": group} if inference == "ri" else {}
-    result = _apply_inference(result, inference, draws, seed, **extra)
+    result = _apply_inference(result, inference, draws, seed, by_default=by_default, **extra)
     return result, f"{label}: {outcome}"
 
 
@@ -975,6 +996,7 @@ def _fit_race(
     cluster: str,
     weights: str,
     inference: str,
+    by_default: bool,
     draws: int,
     seed: int,
     group: str | None = None,
@@ -984,7 +1006,7 @@ def _fit_race(
     """Fit the requested estimator on a race-layout panel and apply the requested inference."""
     common: dict[str, Any] = {
         "race_pair": race_pair, "unit": unit, "period": period, "treatment": treatment, "cluster": cluster,
-        "missing": missing,
+        "missing": missing, "inference": "cluster",  # the requested inference is applied below
     }  # fmt: skip
     if group is not None:
         common["group"] = group
@@ -1004,7 +1026,7 @@ def _fit_race(
 
         extra = {"weights": weights} if estimator == "twfe-linear" else {}
         result = fit_did(frame, estimator=estimator, **common, **extra)  # type: ignore[arg-type]
-    return _apply_inference(result, inference, draws, seed)
+    return _apply_inference(result, inference, draws, seed, by_default=by_default)
 
 
 def _reason_categories_option(items: list[str], file: Path | None) -> dict[str, list[str]]:

@@ -70,6 +70,10 @@ class FewEffectiveClustersWarning(FewClustersWarning):
     """
 
 
+class InferenceFallbackWarning(StopDisparityWarning):
+    """The default CR2 inference cannot be formed for this fit; CR1 is reported instead (say why)."""
+
+
 class UnresolvedCountyWarning(StopDisparityWarning):
     """Some county names could not be resolved to FIPS codes (rows kept, FIPS NULL)."""
 

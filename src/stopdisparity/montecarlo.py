@@ -435,10 +435,10 @@ def inference_size(
     from stopdisparity.models.did import fit_did
 
     def logit(f: pl.DataFrame) -> Any:
-        return fit_did(f)
+        return fit_did(f, inference="cluster")  # CR1: the analytical rows measured here
 
     def linear(f: pl.DataFrame) -> Any:
-        return fit_did(f, estimator="twfe-linear")
+        return fit_did(f, estimator="twfe-linear", inference="cluster")
 
     share = estimand("att_share")
     methods = [

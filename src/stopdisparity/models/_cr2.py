@@ -56,7 +56,9 @@ class Cr2Fit:
     the pseudo-inverse absorbs the collinearity), ``z`` (n × q, dense or sparse) the other
     regressors, ``w`` the final IRLS/WLS weights, ``resid`` the working residuals (y − μ)/(dμ/dη)
     (WLS: y − ŷ), ``cluster_codes`` 0..G-1 and ``contrasts`` (q × m) the contrasts of ``z``'s
-    coefficients to report.
+    coefficients to report. ``fe_contrasts`` (levels × m, the fixed effects' dummies in ``fe_codes``
+    order) extends them to contrasts that also weigh the fixed effects — the gradient of a function
+    of the fitted values (the percentage-point effect); it must be estimable (a function of ``Xβ``).
     """
 
     fe_codes: tuple[np.ndarray, ...]
@@ -66,6 +68,7 @@ class Cr2Fit:
     cluster_codes: np.ndarray
     g: int
     contrasts: np.ndarray
+    fe_contrasts: np.ndarray | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +142,8 @@ def cr2_parts(fit: Cr2Fit) -> Cr2Parts:
     m = fit.contrasts.shape[1]
     ell = np.zeros((k, m))
     ell[k - q :] = fit.contrasts
+    if fit.fe_contrasts is not None:
+        ell[: k - q] = fit.fe_contrasts
     bl = b @ ell  # k × m
     e = np.sqrt(fit.w) * fit.resid
     order = np.argsort(fit.cluster_codes, kind="stable")

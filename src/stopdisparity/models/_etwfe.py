@@ -310,7 +310,7 @@ class EtwfeResult(_fe.ClusteredResult):
             est = float(r["estimate"])
             se = float(se_link[j])
             stat, p, lo, hi = _fe.inference_stats(est, se, alpha, self._df)
-            p, lo, hi, label = _fe.attached(self.inference, r["term"], p, lo, hi, self.inference_label)
+            p, lo, hi, label = _fe.attached(self.inference, r["term"], p, lo, hi, self.inference_label, alpha)
             extra: dict[str, Any] = {"aggregation": r["aggregation"], "n_treated_units": r["n_treated_units"]}
             if self.family == "logit":
                 extra |= {"pp_change": 100.0 * r["response"], "pp_std_error": 100.0 * float(se_resp[j])}

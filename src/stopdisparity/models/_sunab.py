@@ -354,6 +354,7 @@ class SunAbrahamResult:
                     est,
                     se,
                     (stat, p, lo, hi),
+                    alpha,
                     {
                         "e": e,
                         "n_treated_units": self.n_treated_units.get(e, 0),
@@ -370,6 +371,7 @@ class SunAbrahamResult:
                 est,
                 se,
                 _fe.inference_stats(est, se, alpha, df),
+                alpha,
                 {"e": None, "n_treated_units": None, "reference": False, "cohort": None, "weight": 1.0},
                 estimand=(
                     "ATT: average of the cohort × event-time effects over post event times, weighted by "
@@ -388,6 +390,7 @@ class SunAbrahamResult:
                     est,
                     se,
                     _fe.inference_stats(est, se, alpha, df),
+                    alpha,
                     {"e": None, "n_treated_units": units, "reference": False, "cohort": g, "weight": share},
                     estimand=(
                         "cohort average post-adoption effect (weighted by stop weight over its post event "
@@ -403,12 +406,19 @@ class SunAbrahamResult:
         est: float,
         se: float,
         stats: tuple[float, float, float, float],
+        alpha: float,
         extra: Mapping[str, Any],
         estimand: str | None = None,
     ) -> TidyRow:
         stat, p, lo, hi = stats
         p, lo, hi, label = _fe.attached(
-            self.inference, term, p, lo, hi, "analytical (CR1, t(G-1); delta method with fixed cohort shares)"
+            self.inference,
+            term,
+            p,
+            lo,
+            hi,
+            "analytical (CR1, t(G-1); delta method with fixed cohort shares)",
+            alpha,
         )
         return TidyRow(
             term,

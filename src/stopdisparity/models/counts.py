@@ -376,7 +376,7 @@ class CountsResult(_fe.ClusteredResult):
         for i, term in enumerate(self.terms):
             est, se = float(self.estimates[i]), float(self.std_errors[i])
             stat, p, lo, hi = _fe.inference_stats(est, se, alpha)
-            p, lo, hi, label = _fe.attached(self.inference, term, p, lo, hi, self.inference_label)
+            p, lo, hi, label = _fe.attached(self.inference, term, p, lo, hi, self.inference_label, alpha)
             extra = {
                 "rate_ratio": math.exp(est),
                 "exposure": self.exposure,
@@ -541,6 +541,7 @@ def fit_counts(
     cluster: str = "county_fips",
     missing: Missing = "raise",
     vcov: VcovType = "CR1",
+    inference: _fe.DefaultInference = _fe.DEFAULT_INFERENCE,
     form: Form = "race-specific",
     race: str = "race",
     stops: str = "stops",
@@ -553,8 +554,9 @@ def fit_counts(
         Long panel, one row per unit × period × race with stop counts (``Panel.frame``).
     race_pair
         (focal, reference).
-    unit, period, treatment, group, cluster, missing, vcov, race, stops
-        As in :func:`stopdisparity.models.did.fit_did`.
+    unit, period, treatment, group, cluster, missing, vcov, inference, race, stops
+        As in :func:`stopdisparity.models.did.fit_did` (``inference="cr2"``: every race's row and the
+        difference).
     exposure
         ``auto`` (default): offset log(population) when the ``population`` column exists and is
         positive for every used row, else no offset (``exposure_reason`` says which);
@@ -587,6 +589,7 @@ def fit_counts(
     check_choice("form", form, FORMS)
     check_choice("exposure", exposure, EXPOSURES)
     check_choice("vcov", vcov, _fe.VCOV_TYPES)
+    check_choice("inference", inference, _fe.DEFAULT_INFERENCES)
     if form == "two-race" and exposure == "population":
         raise SpecificationError(
             "form='two-race' takes no exposure offset: with unit × period effects a race-specific offset "
@@ -726,7 +729,7 @@ def fit_counts(
         )
         terms = core.terms
         fixed = tuple(core.small_samples[0].fe_names)
-    _fe.warn_few_clusters(core.clusters, stacklevel=3)
+    _fe.warn_few_clusters(core.clusters, stacklevel=3, inference=inference)
     lineage = {
         "function": "stopdisparity.models.counts.fit_counts",
         "input_columns": list(data.columns),
@@ -738,6 +741,7 @@ def fit_counts(
             "race_pair": [focal, reference],
             "missing": missing,
             "vcov": vcov,
+            "inference": inference,
             "group_effects": cells.multi_group,
         },
         "exposure_used": "log population" if use_offset else "none",
@@ -745,7 +749,7 @@ def fit_counts(
         "engine": "IRLS with exact fixed-effect projection (stopdisparity.models._fe); statsmodels families",
         "versions": _fe.package_versions(),
     }
-    return CountsResult(
+    result = CountsResult(
         estimator=estimator,
         form=form,
         race_pair=(focal, reference),
@@ -773,6 +777,7 @@ def fit_counts(
         sample=sample,
         lineage=lineage,
     )
+    return _fe.with_default_inference(result, inference)
 
 
 def _warn_dropped(dropped: Mapping[str, tuple[str, ...]], unit: str) -> None:

@@ -116,6 +116,9 @@ Estimator = Literal["twfe-logit", "twfe-linear"]
 Weights = Literal["stops", "county", "unit-equal"]
 Layout = Literal["race", "panel"]
 ESTIMATORS: tuple[Estimator, ...] = ("twfe-logit", "twfe-linear")
+#: The inference key of the percentage-point effect: an attached inference that lists it (CR2) gives
+#: ``pp_ci_low``/``pp_ci_high`` its own interval.
+PP_TERM = "pp_change"
 WEIGHTS: tuple[Weights, ...] = ("stops", "county", "unit-equal")
 
 
@@ -268,16 +271,7 @@ def _pp_change(
     Hessian is needed. Because the treatment's score equation makes :math:`\sum_D n(y - \hat\mu) = 0`,
     the same number is :math:`100\sum_D n(y - \hat p^0)/\sum_D n`.
     """
-    beta = float(fit.beta[0])
-    on = d > 0
-    total = float(n[on].sum())
-    m = np.where(on, n, 0.0) / total
-    mu = fit.mu
-    mu0 = expit(fit.eta - beta * d)
-    pp = float(np.sum(m * (mu - mu0)))
-    dmu, dmu0 = mu * (1 - mu), mu0 * (1 - mu0)
-    a = m * (dmu - dmu0)
-    c = float(np.sum(m * dmu0))
+    pp, a, c = pp_gradient(fit.eta, float(fit.beta[0]), d, n)
     w = fit.weights
     xt = fit.x_tilde
     v = a / w
@@ -290,6 +284,22 @@ def _pp_change(
         h = (v - vt) + xt @ np.linalg.solve(fit.hessian, rhs)
     infl = _fe.cluster_sums(h * fit.psi, cluster_codes, g)[:, 0]
     return 100.0 * pp, 100.0 * infl
+
+
+def pp_gradient(
+    eta: np.ndarray, beta: float, d: np.ndarray, n: np.ndarray
+) -> tuple[float, np.ndarray, float]:
+    r"""The logit's percentage-point effect (as a proportion) and its gradient's pieces ``a`` and ``c``.
+
+    :math:`pp = \sum_i m_i(\hat\mu_i - \hat\mu^0_i)`; its gradient over all coefficients of the
+    design X (fixed-effect dummies included) is :math:`X'a + c\,e_\beta` (see :func:`_pp_change`; CR2
+    of the pp uses it as a contrast, :func:`stopdisparity.models.inference.cr2`).
+    """
+    on = d > 0
+    m = np.where(on, n, 0.0) / float(n[on].sum())
+    mu, mu0 = expit(eta), expit(eta - beta * d)
+    dmu, dmu0 = mu * (1 - mu), mu0 * (1 - mu0)
+    return float(np.sum(m * (mu - mu0))), m * (dmu - dmu0), float(np.sum(m * dmu0))
 
 
 def _treated_resid(fit: _fe.GlmFit) -> np.ndarray:
@@ -433,23 +443,36 @@ class DidResult(_fe.ClusteredResult):
         """Whether the outcome is a share, so that a percentage-point effect means something."""
         return self.layout == "race" or self.columns.get("trials") is not None
 
+    def _pp_interval(self, alpha: float) -> dict[str, float | None]:
+        """``pp_ci_low``/``pp_ci_high``: the analytical (delta-method) or attached (CR2) interval.
+
+        None under an attached inference that gives the pp effect none (the resampling methods).
+        """
+        _, p, lo, hi = _fe.inference_stats(self.pp_change, self.pp_std_error, alpha, self._df)
+        if self.inference is not None and PP_TERM not in self.inference.p_value:
+            return {"pp_ci_low": None, "pp_ci_high": None}
+        _, lo, hi, _ = _fe.attached(self.inference, PP_TERM, p, lo, hi, "", alpha)
+        return {"pp_ci_low": lo, "pp_ci_high": hi}
+
     def tidy(self, alpha: float = 0.05) -> pl.DataFrame:
         """The treatment row (log odds or outcome scale), then one row per covariate; DESIGN.md contract.
 
-        Extra keys of the treatment row: ``odds_ratio`` (logit), ``pp_change`` and ``pp_std_error``
-        (percentage points; race layout, and generic panels with trials), ``n_stops`` (race layout) or
+        Extra keys of the treatment row: ``odds_ratio`` (logit), ``pp_change``, ``pp_std_error``,
+        ``pp_ci_low`` and ``pp_ci_high`` (percentage points, race layout and generic panels with trials;
+        the interval is the analytical or the CR2 one, null under resampling), ``n_stops`` (race layout) or
         ``n_trials`` (generic logit), ``n_treated_clusters``, ``largest_treated_share``,
         ``effective_clusters`` (G* of the treatment, Carter, Schnepel & Steigerwald 2017). Covariate rows
         carry their coefficient with the same covariance and reference distribution, null extras and
         the estimand "covariate coefficient (not a causal effect)".
         """
         stat, p, lo, hi = _fe.inference_stats(self.estimate, self.std_error, alpha, self._df)
-        p, lo, hi, label = _fe.attached(self.inference, self.term, p, lo, hi, self._analytical_label)
+        p, lo, hi, label = _fe.attached(self.inference, self.term, p, lo, hi, self._analytical_label, alpha)
         extra: dict[str, Any] = {"odds_ratio": self.odds_ratio}
         if self.estimator != "twfe-logit":
             del extra["odds_ratio"]
         if self._reports_pp:
             extra |= {"pp_change": self.pp_change, "pp_std_error": self.pp_std_error}
+            extra |= self._pp_interval(alpha)
         if self.layout == "race":
             extra["n_stops"] = self.n_stops
         elif self.estimator == "twfe-logit":
@@ -480,7 +503,7 @@ class DidResult(_fe.ClusteredResult):
             est = float(self.covariate_estimates[j])
             se = math.sqrt(float(np.sum(self.covariate_influence[:, j] ** 2)) * self._factor)
             stat, p, lo, hi = _fe.inference_stats(est, se, alpha, self._df)
-            p, lo, hi, label = _fe.attached(self.inference, name, p, lo, hi, self._analytical_label)
+            p, lo, hi, label = _fe.attached(self.inference, name, p, lo, hi, self._analytical_label, alpha)
             rows.append(
                 TidyRow(
                     name,
@@ -619,6 +642,7 @@ def fit_did(
     cluster: str = "county_fips",
     missing: Missing = "raise",
     vcov: VcovType = "CR1",
+    inference: _fe.DefaultInference = _fe.DEFAULT_INFERENCE,
     race: str = "race",
     stops: str = "stops",
 ) -> DidResult:
@@ -651,6 +675,11 @@ def fit_did(
     vcov
         ``CR1`` (default) or ``CR0``: which sandwich ``std_error`` and ``tidy()`` report; both are on
         the result.
+    inference
+        ``cr2`` (default): p-values and intervals from CR2 with Bell–McCaffrey df
+        (:func:`stopdisparity.models.inference.cr2`), because CR1 under-covers when the effect's
+        information sits in few clusters (issue 5's Monte Carlo: 0.90 against 0.95); ``cluster``: the
+        analytical ``vcov`` (CR1) ones. ``std_error`` is the ``vcov`` SE either way (DESIGN.md).
     race, stops
         Columns holding the race label and the stop count.
 
@@ -695,6 +724,7 @@ def fit_did(
     check_choice("estimator", estimator, ESTIMATORS)
     check_choice("weights", weights, WEIGHTS)
     check_choice("vcov", vcov, _fe.VCOV_TYPES)
+    check_choice("inference", inference, _fe.DEFAULT_INFERENCES)
     if estimator == "twfe-logit" and weights != "stops":
         raise SpecificationError(
             f"weights applies to twfe-linear only (the logit weights cells by their stops as binomial "
@@ -731,6 +761,7 @@ def fit_did(
         estimator=estimator,
         weights=weights,
         vcov=vcov,
+        inference=inference,
         multi_group=cells.multi_group,
         columns=dict(cells.columns),
         term=treatment,
@@ -750,6 +781,7 @@ def fit_did(
                 "weights": weights,
                 "missing": missing,
                 "vcov": vcov,
+                "inference": inference,
                 "group_effects": cells.multi_group,
             },
         },
@@ -762,6 +794,7 @@ def _fit_cells(
     estimator: Estimator,
     weights: Weights,
     vcov: VcovType,
+    inference: _fe.DefaultInference,
     multi_group: bool,
     columns: Mapping[str, Any],
     term: str,
@@ -805,7 +838,7 @@ def _fit_cells(
         raise SpecificationError("no cells left to fit after dropping empty and separated cells")
     pairs = pairs.drop(_fe.GP)
     core = _estimate(pairs, estimator=estimator, weights=weights, multi_group=multi_group, names=columns)
-    _fe.warn_few_clusters(core.clusters, stacklevel=stacklevel)
+    _fe.warn_few_clusters(core.clusters, stacklevel=stacklevel, inference=inference)
     fit = core.fit
     sample = pairs.with_columns(
         pl.Series("weight", fit.weights),
@@ -823,7 +856,7 @@ def _fit_cells(
         "engine": "IRLS with exact fixed-effect projection (stopdisparity.models._fe); statsmodels families",
         "versions": _fe.package_versions(),
     }
-    return DidResult(
+    result = DidResult(
         estimator=estimator,
         term=term,
         estimand=estimand,
@@ -859,6 +892,7 @@ def _fit_cells(
         covariate_estimates=np.asarray(fit.beta[1:], dtype=float),
         covariate_influence=core.covariate_influence,
     )
+    return _fe.with_default_inference(result, inference, stacklevel)
 
 
 def _check_inference_covariates(covariates: tuple[str, ...], inference: Inference) -> None:
@@ -887,6 +921,7 @@ def fit_did_panel(
     group: str | None = None,
     missing: Missing = "raise",
     vcov: VcovType = "CR1",
+    inference: _fe.DefaultInference = _fe.DEFAULT_INFERENCE,
 ) -> DidResult:
     """Two-way fixed-effects DiD on any unit × period panel, with absorbing treatment from ``gname``.
 
@@ -926,8 +961,8 @@ def fit_did_panel(
     missing
         ``raise`` (default) or ``drop`` rows with nulls or NaN in the used columns (a null ``gname``
         is never treated, not missing), with a :class:`~stopdisparity.errors.DroppedRowsWarning`.
-    vcov
-        ``CR1`` (default) or ``CR0``.
+    vcov, inference
+        As :func:`fit_did`.
 
     Returns
     -------
@@ -982,6 +1017,7 @@ def fit_did_panel(
         estimator = "twfe-logit" if trials is not None else "twfe-linear"
     check_choice("estimator", estimator, ESTIMATORS)
     check_choice("vcov", vcov, _fe.VCOV_TYPES)
+    check_choice("inference", inference, _fe.DEFAULT_INFERENCES)
     prepared = prepare_panel(
         data,
         yname=yname,
@@ -1022,6 +1058,7 @@ def fit_did_panel(
         estimator=estimator,
         weights="stops",
         vcov=vcov,
+        inference=inference,
         multi_group=prepared.multi_group,
         columns=cols,
         term=TREATMENT_TERM,
@@ -1039,6 +1076,7 @@ def fit_did_panel(
                 "estimator": estimator,
                 "missing": missing,
                 "vcov": vcov,
+                "inference": inference,
                 "group_effects": prepared.multi_group,
                 "treatment": "absorbing: tname >= gname (gname 0 or null = never treated)",
             },

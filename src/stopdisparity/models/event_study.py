@@ -261,7 +261,7 @@ class EventStudyResult(_fe.ClusteredResult):
                 est = 0.0 if e == self.reference else math.nan
                 se = stat = p = lo = hi = math.nan
                 extra |= {"band_low": math.nan, "band_high": math.nan}
-            p, lo, hi, label = self._attached(term, p, lo, hi)
+            p, lo, hi, label = self._attached(term, p, lo, hi, alpha)
             rows.append(
                 TidyRow(
                     term,
@@ -284,7 +284,7 @@ class EventStudyResult(_fe.ClusteredResult):
             est = float(self.covariate_estimates[j])
             se = math.sqrt(float(np.sum(self.covariate_influence[:, j] ** 2)) * factor)
             stat, p, lo, hi = _fe.inference_stats(est, se, alpha, self._df)
-            p, lo, hi, label = self._attached(name, p, lo, hi)
+            p, lo, hi, label = self._attached(name, p, lo, hi, alpha)
             rows.append(
                 TidyRow(
                     name,
@@ -310,10 +310,12 @@ class EventStudyResult(_fe.ClusteredResult):
             return "n_treated_stops"
         return "n_treated_trials" if self.estimator == "logit" else None
 
-    def _attached(self, term: str, p: float, lo: float, hi: float) -> tuple[float, float, float, str]:
+    def _attached(
+        self, term: str, p: float, lo: float, hi: float, alpha: float
+    ) -> tuple[float, float, float, str]:
         """p-value, interval and label of ``term``: from the attached inference when it lists the term."""
         analytical = f"{self.vcov_type} by {self.columns['cluster']} ({self.clusters.g} clusters)"
-        return _fe.attached(self.inference, term, p, lo, hi, analytical)
+        return _fe.attached(self.inference, term, p, lo, hi, analytical, alpha)
 
     def with_inference(self, inference: Inference) -> EventStudyResult:
         """A copy whose ``tidy()`` takes p-values, intervals and label from ``inference``.
@@ -364,7 +366,7 @@ class EventStudyResult(_fe.ClusteredResult):
         alpha: float = 0.05,
         slope: float | None = None,
         *,
-        method: Literal["wald", "cr2", "score", "wild"] = "wald",
+        method: Literal["wald", "cr2", "score", "wild"] | None = None,
         draws: int = 999,
         seed: int | None = None,
     ) -> dict[str, Any]:
@@ -385,7 +387,9 @@ class EventStudyResult(_fe.ClusteredResult):
         slope
             A slope (per event-time unit, on the estimate's scale) at which to report the power.
         method
-            ``wald`` (default: the statistic against :math:`\chi^2_{|L|}`); ``cr2``: the Wald statistic
+            None (default): the attached inference's method when it has a pre-test (``cr2``, the fit's
+            default, ``score`` or ``wild``), else ``wald``. ``wald``: the statistic against
+            :math:`\chi^2_{|L|}`; ``cr2``: the Wald statistic
             with the CR2 covariance against the HTZ reference :math:`\frac{\eta q}{\eta-q+1}F(q,
             \eta-q+1)` (Pustejovsky & Tipton 2018; :func:`stopdisparity.models.inference.pretrend_cr2`),
             which keeps its size where the CR1 Wald does not; or a bootstrap with all
@@ -405,6 +409,9 @@ class EventStudyResult(_fe.ClusteredResult):
         """
         if not (0 < alpha < 1):
             raise SpecificationError(f"alpha must be in (0, 1); got {alpha!r}")
+        if method is None:
+            attached = self.inference.method if self.inference is not None else None
+            method = attached if attached in ("cr2", "score", "wild") else "wald"  # type: ignore[assignment]
         check_choice("method", method, ("wald", "cr2", "score", "wild"))
         idx = [self.estimated.index(e) for e in self.leads]
         b = self.estimates[idx]
@@ -598,6 +605,7 @@ def fit_event_study(
     cluster: str = "county_fips",
     missing: Missing = "raise",
     vcov: VcovType = "CR1",
+    inference: _fe.DefaultInference = _fe.DEFAULT_INFERENCE,
     sup_t_draws: int = 10_000,
     seed: int = 0,
     race: str = "race",
@@ -635,8 +643,9 @@ def fit_event_study(
         time is ``-1 - anticipation`` (the panel keeps ``first_treated`` at the real adoption).
     weights
         ``linear`` only, as in :func:`~stopdisparity.models.did.fit_did`.
-    cluster, missing, vcov, race, stops
-        As in :func:`~stopdisparity.models.did.fit_did`.
+    cluster, missing, vcov, inference, race, stops
+        As in :func:`~stopdisparity.models.did.fit_did` (``inference="cr2"``, the default, covers every
+        event-time term; the pre-test then uses the CR2 covariance, see :meth:`pretrend_test`).
     sup_t_draws, seed
         Draws and seed of the sup-t band's simulation.
 
@@ -671,7 +680,9 @@ def fit_event_study(
     check_choice("weights", weights, WEIGHTS)
     if estimator == "logit" and weights != "stops":
         raise SpecificationError(f"weights applies to estimator='linear' only; got weights={weights!r}")
-    options = _check_options(event_unit, vcov, bin_endpoints, sup_t_draws, window, anticipation, seed)
+    options = _check_options(
+        event_unit, vcov, bin_endpoints, sup_t_draws, window, anticipation, seed, inference=inference
+    )
     if not isinstance(data, pl.DataFrame):
         raise SpecificationError(f"data must be a polars DataFrame; got {type(data).__name__}")
     for role, name in (("first_treated", first_treated), ("unit", unit), ("period", period)):
@@ -741,6 +752,7 @@ def fit_event_study(
                 "weights": weights if estimator == "linear" else None,
                 "missing": missing,
                 "vcov": vcov,
+                "inference": inference,
                 "sup_t_draws": sup_t_draws,
                 "seed": seed,
                 "group_effects": cells.multi_group,
@@ -763,6 +775,7 @@ class _Options:
     window: tuple[int, int]
     anticipation: int
     reference: int
+    inference: _fe.DefaultInference
 
 
 def _check_options(
@@ -773,9 +786,12 @@ def _check_options(
     window: object,
     anticipation: object,
     seed: int = 0,
+    *,
+    inference: object,
 ) -> _Options:
     check_choice("event_unit", event_unit, EVENT_UNITS)
     check_choice("vcov", vcov, _fe.VCOV_TYPES)
+    check_choice("inference", inference, _fe.DEFAULT_INFERENCES)
     if not isinstance(bin_endpoints, bool):
         raise SpecificationError(f"bin_endpoints must be True or False; got {bin_endpoints!r}")
     if not isinstance(sup_t_draws, int) or sup_t_draws < 100:
@@ -790,6 +806,7 @@ def _check_options(
         (lo, hi),
         ant,
         ref,
+        inference,  # type: ignore[arg-type]
     )
 
 
@@ -952,7 +969,7 @@ def _fit_event_cells(
         _fe.cluster_information(fit, cluster_codes, g, average_post) if average_post.any() else None,
         effective_label="average-post G*",
     )
-    _fe.warn_few_clusters(clusters, stacklevel=stacklevel)
+    _fe.warn_few_clusters(clusters, stacklevel=stacklevel, inference=options.inference)
 
     unit_word = {"year": "year", "quarter": "quarter", "period": "period"}[event_unit]
     adjusted = f", adjusting for {list(covariates)}" if covariates else ""
@@ -976,7 +993,7 @@ def _fit_event_cells(
         "engine": "IRLS with exact fixed-effect projection (stopdisparity.models._fe); statsmodels families",
         "versions": _fe.package_versions(),
     }
-    return EventStudyResult(
+    result = EventStudyResult(
         estimator=estimator,
         estimand=estimand,
         race_pair=race_pair,
@@ -1017,6 +1034,7 @@ def _fit_event_cells(
         covariate_estimates=np.asarray(fit.beta[m:], dtype=float),
         covariate_influence=influence_all[:, m:],
     )
+    return _fe.with_default_inference(result, options.inference, stacklevel)
 
 
 def fit_event_study_panel(
@@ -1039,6 +1057,7 @@ def fit_event_study_panel(
     anticipation: int = 0,
     missing: Missing = "raise",
     vcov: VcovType = "CR1",
+    inference: _fe.DefaultInference = _fe.DEFAULT_INFERENCE,
     sup_t_draws: int = 10_000,
     seed: int = 0,
 ) -> EventStudyResult:
@@ -1052,7 +1071,7 @@ def fit_event_study_panel(
     ----------
     data
         One row per ``idname`` × ``tname``. Column names may be any string.
-    yname, idname, tname, gname, trials, weights, xnames, cluster, group, missing, vcov
+    yname, idname, tname, gname, trials, weights, xnames, cluster, group, missing, vcov, inference
         As :func:`~stopdisparity.models.did.fit_did_panel` (``gname`` 0 or null = never treated).
     estimator
         ``logit`` (needs ``trials``) or ``linear``; default: the logit when ``trials`` is given.
@@ -1098,7 +1117,9 @@ def fit_event_study_panel(
     if estimator is None:
         estimator = "logit" if trials is not None else "linear"
     check_choice("estimator", estimator, ESTIMATORS)
-    options = _check_options(event_unit, vcov, bin_endpoints, sup_t_draws, window, anticipation, seed)
+    options = _check_options(
+        event_unit, vcov, bin_endpoints, sup_t_draws, window, anticipation, seed, inference=inference
+    )
     k_months = None
     if period_length is not None:
         check_choice("period_length", period_length, PERIOD_LENGTHS)
@@ -1158,6 +1179,7 @@ def fit_event_study_panel(
                 "reference": options.reference,
                 "missing": missing,
                 "vcov": vcov,
+                "inference": inference,
                 "sup_t_draws": sup_t_draws,
                 "seed": seed,
                 "group_effects": prepared.multi_group,

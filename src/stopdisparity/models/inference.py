@@ -166,7 +166,7 @@ from stopdisparity.models._fe import CLUSTER, GROUP, PERIOD, POPULATION, RACE, S
 from stopdisparity.models._panel import covariate_columns
 from stopdisparity.models._sunab import SunAbrahamResult
 from stopdisparity.models.counts import CountsResult, refit_counts
-from stopdisparity.models.did import DidResult
+from stopdisparity.models.did import PP_TERM, DidResult, pp_gradient
 from stopdisparity.models.event_study import EventStudyResult
 
 Method = Literal["cluster", "cr2", "cr3", "wild", "score", "ri"]
@@ -470,11 +470,25 @@ def _cluster_text(result: Result) -> str:
 
 
 def _attach(
-    result: Result, label: str, p_values: dict[str, float], cis: dict[str, tuple[float, float]]
+    result: Result,
+    label: str,
+    p_values: dict[str, float],
+    cis: dict[str, tuple[float, float]],
+    *,
+    method: Method,
+    alpha: float,
+    t_reference: Mapping[str, tuple[float, float, float]] | None = None,
 ) -> Any:
-    """``result.with_inference``; the covariates, partialled out by every method, are named on it."""
+    """``result.with_inference``; the covariates, partialled out by every method, are named on it.
+
+    ``t_reference`` (analytical methods: each term's estimate, SE and df) lets ``tidy`` rescale the
+    interval to any level; resampled intervals hold at ``alpha`` only.
+    """
     covariates = tuple(getattr(result, "covariates", ()))
-    return result.with_inference(Inference(label, p_values, cis, covariates=covariates))
+    inference = Inference(
+        label, p_values, cis, covariates=covariates, method=method, alpha=alpha, t_reference=t_reference or {}
+    )
+    return result.with_inference(inference)
 
 
 def _ci_text(ci: bool, alpha: float, what: str = "") -> str:
@@ -721,16 +735,17 @@ def cr3(result: Result, *, alpha: float = 0.05) -> Result:
     _check_result(result, "cr3")
     _, terms = _model(result)
     betas = _jackknife(result)
-    p_values, cis, ses = {}, {}, []
+    p_values, cis, ses, reference = {}, {}, [], {}
     for i, term in enumerate(terms):
         var3 = (term.g - 1) / term.g * float(np.sum((betas[:, i] - term.estimate) ** 2))
         se3 = math.sqrt(var3)
         _, p, lo, hi = _fe.inference_stats(term.estimate, se3, alpha, term.g - 1)
         p_values[term.name], cis[term.name] = p, (lo, hi)
+        reference[term.name] = (term.estimate, se3, float(term.g - 1))
         ses.append(f"{term.name} {se3:.4g}" if len(terms) > 1 else f"{se3:.4g}")
     gs = sorted({t.g - 1 for t in terms})
     label = f"CR3 jackknife {_cluster_text(result)}; SE {', '.join(ses)}; t({', '.join(map(str, gs))})"
-    return _attach(result, label, p_values, cis)
+    return _attach(result, label, p_values, cis, method="cr3", alpha=alpha, t_reference=reference)
 
 
 def _cr2_fit(des: _Design, z: np.ndarray, contrasts: np.ndarray) -> _cr2.Cr2Fit:
@@ -791,6 +806,9 @@ def cr2(result: Result | EtwfeResult | SunAbrahamResult, *, alpha: float = 0.05)
     if isinstance(result, EventStudyResult):
         fits = [_event_cr2_fit(designs, range(len(designs)))]
         weights = np.array([[t.weights for t in terms]])  # one fit, its m contrasts: the identity
+    elif isinstance(result, DidResult) and result.estimator == "twfe-logit":
+        fits = [_logit_pp_fit(designs[0])]  # two contrasts: the coefficient and the pp effect
+        weights = np.eye(2)[None]
     else:
         fits = [
             _cr2_fit(des, np.column_stack([des.d, des.x]), np.eye(1 + des.x.shape[1])[:, :1])
@@ -799,23 +817,50 @@ def cr2(result: Result | EtwfeResult | SunAbrahamResult, *, alpha: float = 0.05)
         weights = np.array([[[t.weights[j]] for t in terms] for j in range(len(designs))])
     res = _cr2.combine([_cr2.cr2_parts(f) for f in fits], weights)
     names = [t.name for t in terms]
-    p_values, cis = _cr2_tests(names, [t.estimate for t in terms], res, alpha)
-    parts = [f"SE {se:.4g}, t({df:.1f})" for se, df in zip(res.std_errors, res.df, strict=True)]
+    estimates = [t.estimate for t in terms]
+    if isinstance(result, DidResult) and result.estimator == "twfe-logit":
+        names, estimates = [*names, PP_TERM], [*estimates, result.pp_change]
+    elif isinstance(result, DidResult) and result.pp_change is not None:  # linear: pp = 100 β
+        res = _cr2.Cr2(np.diag(np.r_[res.std_errors, 100.0 * res.std_errors] ** 2), np.r_[res.df, res.df])
+        names, estimates = [*names, PP_TERM], [*estimates, result.pp_change]
+    p_values, cis, reference = _cr2_tests(names, estimates, res, alpha)
+    shown = zip(res.std_errors[: len(terms)], res.df[: len(terms)], strict=True)
+    parts = [f"SE {se:.4g}, t({df:.1f})" for se, df in shown]
     if len(terms) > 1:
         parts = [f"{name} {what}" for name, what in zip(names, parts, strict=True)]
-    return _attach(result, _cr2_label(_cluster_text(result), "; ".join(parts)), p_values, cis)
+    label = _cr2_label(_cluster_text(result), "; ".join(parts))
+    return _attach(result, label, p_values, cis, method="cr2", alpha=alpha, t_reference=reference)
+
+
+def _logit_pp_fit(des: _Design) -> _cr2.Cr2Fit:
+    r"""The logit DiD with two CR2 contrasts: its coefficient and its percentage-point effect.
+
+    The pp contrast is the effect's gradient over all coefficients, fixed-effect dummies included
+    (:func:`~stopdisparity.models.did.pp_gradient`: :math:`X'a + c\,e_\beta`), so the pp interval
+    gets its own CR2 SE and Bell–McCaffrey df.
+    """
+    _, a, c = pp_gradient(des.eta, des.beta, des.d, des.prior)
+    z = np.column_stack([des.d, des.x])
+    grad_z = z.T @ a
+    grad_z[0] += c
+    grad_fe = np.concatenate(
+        [np.bincount(codes, weights=a, minlength=int(codes.max()) + 1) for codes in des.fe_codes]
+    )
+    contrasts = np.column_stack([np.eye(z.shape[1])[:, 0], 100.0 * grad_z])
+    fe_contrasts = np.column_stack([np.zeros(grad_fe.size), 100.0 * grad_fe])
+    return dataclasses.replace(_cr2_fit(des, z, contrasts), fe_contrasts=fe_contrasts)
 
 
 def _cr2_tests(
     names: list[str], estimates: Sequence[float] | np.ndarray, res: _cr2.Cr2, alpha: float
-) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
-    """p-values and intervals of each term: its CR2 SE with a t on its own Bell-McCaffrey df."""
-    p_values, cis = {}, {}
+) -> tuple[dict[str, float], dict[str, tuple[float, float]], dict[str, tuple[float, float, float]]]:
+    """p-values, intervals and (estimate, SE, df) of each term: CR2 SE, t on its Bell-McCaffrey df."""
+    p_values, cis, reference = {}, {}, {}
     for j, name in enumerate(names):
-        se, df = float(res.std_errors[j]), float(res.df[j])
-        _, p, lo, hi = _fe.inference_stats(float(estimates[j]), se, alpha, df)
-        p_values[name], cis[name] = p, (lo, hi)
-    return p_values, cis
+        est, se, df = float(estimates[j]), float(res.std_errors[j]), float(res.df[j])
+        _, p, lo, hi = _fe.inference_stats(est, se, alpha, df)
+        p_values[name], cis[name], reference[name] = p, (lo, hi), (est, se, df)
+    return p_values, cis, reference
 
 
 def _cr2_label(where: str, detail: str) -> str:
@@ -839,7 +884,7 @@ def _cr2_staggered(result: EtwfeResult | SunAbrahamResult, alpha: float) -> Any:
             [result.coefficients, [result.att[0]], [v[0] for v in result.cohort_effects().values()]]
         )
     res = _cr2.cr2(result.cr2_fit)
-    p_values, cis = _cr2_tests(terms, estimates, res, alpha)
+    p_values, cis, reference = _cr2_tests(terms, estimates, res, alpha)
     j = terms.index("att")
     head = f"att SE {res.std_errors[j]:.4g}, t({res.df[j]:.1f}); each row its own df"
     where = (
@@ -847,7 +892,10 @@ def _cr2_staggered(result: EtwfeResult | SunAbrahamResult, alpha: float) -> Any:
         if isinstance(result, EtwfeResult)
         else f"by {result.columns.get('cluster')} (G={result.n_clusters})"
     )
-    return result.with_inference(Inference(_cr2_label(where, head), p_values, cis))
+    inference = Inference(
+        _cr2_label(where, head), p_values, cis, method="cr2", alpha=alpha, t_reference=reference
+    )
+    return result.with_inference(inference)
 
 
 def _jackknife(result: Result) -> np.ndarray:
@@ -1098,7 +1146,7 @@ def wild_cluster_bootstrap(
         f"wild cluster restricted bootstrap ({_weights_text(weights, v, enumerated)}, "
         f"null imposed; {_ci_text(ci, alpha)}) {_cluster_text(result)}"
     )
-    return _attach(result, label, p_values, cis)
+    return _attach(result, label, p_values, cis, method="wild", alpha=alpha)
 
 
 # ------------------------------------------------------------------------------ score bootstrap
@@ -1336,7 +1384,7 @@ def score_bootstrap(
         f"score bootstrap (Kline-Santos; {_weights_text(weights, v, enumerated)}, null imposed; "
         f"{_ci_text(ci, alpha)}) {_cluster_text(result)}"
     )
-    return _attach(result, label, p_values, cis)
+    return _attach(result, label, p_values, cis, method="score", alpha=alpha)
 
 
 # --------------------------------------------------------------------- randomization inference
@@ -2155,7 +2203,7 @@ def randomization_inference(
         f"randomization inference on the t statistic (adoption paths permuted {where}; {how}; "
         f"{_ci_text(ci, alpha, 'of a constant-effect sharp null')}) {_cluster_text(result)}"
     )
-    return _attach(result, label, p_values, cis)
+    return _attach(result, label, p_values, cis, method="ri", alpha=alpha)
 
 
 # ------------------------------------------------------------------------ bootstrap pre-trend test

@@ -81,6 +81,8 @@ STAGGERED_ESTIMATORS: tuple[StaggeredEstimator, ...] = (
     "twfe-weights",
     "bjs",
 )
+#: The estimators with a pooled regression whose default inference is CR2 (as the TWFE models').
+CR2_ESTIMATORS: tuple[StaggeredEstimator, ...] = ("etwfe", "sun-abraham")
 Cohort = Literal["year", "period"]
 #: How cohorts are defined on the race layout: calendar year of adoption (default) or the panel period.
 COHORTS: tuple[Cohort, ...] = ("year", "period")
@@ -132,6 +134,7 @@ def fit_staggered(
     xnames: Sequence[str] = (),
     cluster: str | None = None,
     missing: Missing = "raise",
+    inference: _fe.DefaultInference | None = None,
     **options: Any,
 ) -> Any:
     """Fit a heterogeneity-robust estimator on a generic unit × period panel (absorbing from ``gname``).
@@ -148,6 +151,11 @@ def fit_staggered(
         share is modelled, and ``etwfe`` fits the binomial logit), unit, integer period, first treated
         period (0 or null = never treated), analytic weights, covariates, cluster column, missing-data
         policy. The panel must be balanced (see ``missing``).
+    inference
+        ``etwfe`` and ``sun-abraham``: ``cr2`` (the default, None: CR2 with Bell–McCaffrey df from
+        their pooled regression, as the TWFE models; with covariates etwfe falls back to CR1 with an
+        :class:`~stopdisparity.errors.InferenceFallbackWarning`) or ``cluster`` (the analytical CR1).
+        The other estimators report their own inference and take None only.
     **options
         The estimator's own options (e.g. ``control``, ``base_period``, ``anticipation``, ``n_boot``,
         ``seed`` for ``callaway-santanna``; ``family`` for ``etwfe``, by default ``logit`` with trials
@@ -167,6 +175,13 @@ def fit_staggered(
     >>> cs.tidy().filter(pl.col("term") == "simple")  # doctest: +SKIP
     """
     check_choice("estimator", estimator, STAGGERED_ESTIMATORS)
+    if inference is not None:
+        check_choice("inference", inference, _fe.DEFAULT_INFERENCES)
+        if estimator not in CR2_ESTIMATORS:
+            raise SpecificationError(
+                f"inference applies to {' and '.join(CR2_ESTIMATORS)}; {estimator} reports its own "
+                f"inference (leave inference=None); got inference={inference!r}"
+            )
     if isinstance(data, StaggeredPanel):
         panel = data
     else:
@@ -182,7 +197,10 @@ def fit_staggered(
     if estimator == "etwfe" and "family" not in options:
         # the headline's logit needs successes out of trials; a continuous outcome gets the linear model
         options["family"] = "logit" if panel.columns.get("trials") else "linear"
-    return _core(estimator)(panel, **options)
+    result = _core(estimator)(panel, **options)
+    if estimator in CR2_ESTIMATORS:
+        return _fe.with_default_inference(result, inference or _fe.DEFAULT_INFERENCE)
+    return result
 
 
 def _prepare(
