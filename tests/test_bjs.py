@@ -11,7 +11,7 @@ import pandas as pd
 import polars as pl
 import pytest
 
-from stopdisparity.errors import SpecificationError, StopDisparityWarning
+from stopdisparity.errors import InferenceFallbackWarning, SpecificationError, StopDisparityWarning
 from stopdisparity.models._bjs import bjs
 from stopdisparity.models._staggered_data import prepare_staggered
 from stopdisparity.models._sunab import fe_wls
@@ -46,10 +46,10 @@ def _half_unit(printed: float) -> float:
 def test_didimputation_readme_static_and_event_study() -> None:
     pub = json.loads((REF / "didimputation" / "published.json").read_text())
     p = _panel(_df_het_published(), yname="dep_var", idname="unit", tname="year", gname="g")
-    static = bjs(p)
+    static = bjs(p, leave_out=False)  # R didimputation: the plain Theorem 3 variance
     assert abs(static.att - pub["static"]["estimate"]) <= 5e-7
     assert abs(static.att_se - pub["static"]["std_error"]) <= 5e-9
-    es = bjs(p, pretrends=5)
+    es = bjs(p, pretrends=5, leave_out=False)
     assert es.att == static.att  # the horizons and the test do not change the static estimate
     tidy = es.tidy()
     for row in pub["event_study"]["rows"]:
@@ -185,7 +185,7 @@ def test_exact_against_dense_least_squares_on_mpdta(weighted: bool) -> None:
         gname="first_treat",
         weights="n" if weighted else None,
     )
-    r = bjs(p)
+    r = bjs(p, leave_out=False)
     est, se = _dense_bjs(mp, "lemp", "countyreal", "year", "first_treat", mp["n"].to_numpy(), "countyreal")
     assert r.att == pytest.approx(est, abs=ATOL_EXACT)
     assert r.att_se == pytest.approx(se, rel=1e-9)
@@ -216,7 +216,11 @@ def test_leave_out_variance_against_dense_group_sums(cluster: str) -> None:
         weights="n",
         cluster=cluster,
     )
-    r, plain = bjs(p, leave_out=True), bjs(p)
+    r, plain = bjs(p, leave_out=True), bjs(p, leave_out=False)
+    default = bjs(p)  # every cell has 2+ clusters: the default leaves out
+    assert (
+        default.att_se == r.att_se and default.leave_out and default.lineage["options"]["leave_out"] is None
+    )
     est, se = _dense_bjs(
         mp, "lemp", "countyreal", "year", "first_treat", mp["n"].to_numpy(), cluster, leave_out=True
     )
@@ -230,11 +234,16 @@ def test_leave_out_variance_against_dense_group_sums(cluster: str) -> None:
 
 
 def test_leave_out_refuses_a_cell_with_one_cluster() -> None:
-    """A cohort with a single unit has no leave-out mean: a clear error, as Stata's leaveout."""
+    """A cohort with a single unit has no leave-out mean: a clear error when asked for, and the default
+    falls back to the plain variance with a warning naming the cell."""
     rng = np.random.default_rng(3)
     frame = _simulate(rng, {4: 1, 6: 5}, n_never=6)
     p = _panel(frame, yname="y", idname="unit", tname="t", gname="g", weights="n")
-    bjs(p)  # the plain variance is defined (and biased down for that cohort)
+    plain = bjs(p, leave_out=False)  # defined (and biased down for that cohort)
+    with pytest.warns(InferenceFallbackWarning, match=r"one\s+cluster only.*\(4, 0\).*falls back"):
+        default = bjs(p)
+    assert default.att_se == plain.att_se and not default.leave_out
+    assert default.lineage["options"]["leave_out_used"] is False
     with pytest.raises(SpecificationError, match=r"one\s+cluster only.*\(4, 0\)"):
         bjs(p, leave_out=True)
 
@@ -362,7 +371,7 @@ def test_covariates_enter_the_first_stage() -> None:
     d = pd.read_csv(REF / "sunab" / "base_stagg.csv")
     d["g"] = np.where(d.year_treated > 10, 0, d.year_treated)
     p = _panel(d, yname="y", idname="id", tname="year", gname="g", xnames=["x1"])
-    r = bjs(p)
+    r = bjs(p, leave_out=False)
     est, se = _dense_bjs(d, "y", "id", "year", "g", np.ones(len(d)), "id", xs=("x1",))
     assert r.att == pytest.approx(est, abs=ATOL_EXACT)
     assert r.att_se == pytest.approx(se, rel=1e-9)

@@ -27,15 +27,17 @@ from stopdisparity.models._fe import MIN_EFFECTIVE_CLUSTERS
 from stopdisparity.models.counts import fit_counts
 from stopdisparity.models.did import fit_did
 from stopdisparity.models.event_study import fit_event_study
-from stopdisparity.models.inference import cr2
 from stopdisparity.models.sensitivity import sensitivity
 from stopdisparity.montecarlo import (
     Method,
     MonteCarloResult,
+    cr2_row,
+    cr2_term_row,
     effective_clusters_row,
     estimand,
     event_year_estimand,
     inference_size,
+    pp_cr2_row,
     run,
     score_bootstrap_test,
     wild_bootstrap_test,
@@ -126,32 +128,6 @@ def bounds(method: str, m: float | None) -> Any:
     return row
 
 
-_CR2: dict[str, Any] = {}
-
-
-def _cr2_row0(result: Any) -> dict[str, Any]:
-    """The headline row of ``cr2(result)`` (the default inference), computed once per fit."""
-    if _CR2.get("result") is not result:
-        _CR2["result"], _CR2["row"] = result, cr2(result).tidy().row(0, named=True)
-    return _CR2["row"]
-
-
-def cr2_row(result: Any) -> dict[str, float]:
-    """The headline row under the default CR2 with Bell-McCaffrey df (no refit: shares the draw's fit)."""
-    t = _cr2_row0(result)
-    return {k: t[k] for k in ("estimate", "std_error", "p_value", "ci_low", "ci_high")}
-
-
-def pp_cr2_row(result: Any) -> dict[str, float]:
-    """The percentage-point effect under the default CR2: its gradient as the contrast, its own BM df.
-
-    No p-value (rejection is not scored); the interval is ``pp_ci_low``/``pp_ci_high``.
-    """
-    t = _cr2_row0(result)
-    return {"estimate": t["pp_change"], "std_error": t["pp_std_error"], "p_value": math.nan,
-            "ci_low": t["pp_ci_low"], "ci_high": t["pp_ci_high"]}  # fmt: skip
-
-
 PP = {"column": "pp_change", "std_error": "pp_std_error"}
 HEADLINE = [
     Method("logit_cr1", logit),
@@ -163,10 +139,15 @@ HEADLINE = [
 ]
 SECONDARY = [
     Method("linear_cr1", linear, estimand("att_share")),
+    Method("linear_cr2", linear, estimand("att_share"), row=cr2_row),
     Method("linear_wild", linear, estimand("att_share"), test=wild_bootstrap_test(draws=399)),
     Method("counts_hispanic", counts, term="in_force:hispanic"),
     Method("counts_white", counts, zero, term="in_force:white"),
     Method("counts_difference", counts, term="difference"),
+    # the count models' default CR2 rows (R = 200: measured, written with STOPDISPARITY_MC_OUT)
+    Method("counts_hispanic_cr2", counts, row=cr2_term_row("in_force:hispanic")),
+    Method("counts_white_cr2", counts, zero, row=cr2_term_row("in_force:white")),
+    Method("counts_difference_cr2", counts, row=cr2_term_row("difference")),
 ]
 M = {"design": "random", "n_treated": 50}
 
@@ -193,6 +174,8 @@ def draws(name: str) -> MonteCarloResult:
                 Method("pretrend_score", event_study, zero, row=pretrend_score),
                 Method("event_0", event_study, event_year_estimand(0), term="event:0"),
                 Method("event_2", event_study, event_year_estimand(2), term="event:2"),
+                Method("event_0_cr2", event_study, event_year_estimand(0), row=cr2_term_row("event:0")),
+                Method("event_2_cr2", event_study, event_year_estimand(2), row=cr2_term_row("event:2")),
             ],
             R_BIAS,
             1_500_000,
@@ -441,12 +424,21 @@ def test_s5_switch_off() -> None:
 @pytest.mark.slow
 @pytest.mark.xdist_group("mc_design_f")
 def test_design_f_inference_size() -> None:
-    """Design F (registry counties, S0): rejection rates of CR1, bootstrap and RI; wild and RI <= 0.10."""
+    """Design F (registry counties, S0): rejection rates of CR1, CR2, the bootstraps and RI; all but CR1
+    <= 0.10."""
     size = inference_size(draws=R_BIAS, ri_draws=99, boot_draws=399, rows=800_000, years=(2005, 2010))
     if OUT:
         Path(OUT).mkdir(parents=True, exist_ok=True)
         (Path(OUT) / "design_f.json").write_text(json.dumps(size, indent=2))
     rates = {m["method"]: m["rejection_rate"] for m in size["methods"]}
-    assert set(rates) == {"logit_cr1", "logit_score", "logit_ri", "linear_cr1", "linear_wild", "linear_ri"}
-    for method in ("logit_score", "logit_ri", "linear_wild", "linear_ri"):
+    assert set(rates) == {
+        f"{model}_{method}"
+        for model, methods in (
+            ("logit", ("cr1", "cr2", "score", "ri")),
+            ("linear", ("cr1", "cr2", "wild", "ri")),
+        )
+        for method in methods
+    }
+    # the remedies and the default CR2 (measured at R = 200: logit 0.070, linear 0.060; CR1 0.105, 0.090)
+    for method in ("logit_cr2", "logit_score", "logit_ri", "linear_cr2", "linear_wild", "linear_ri"):
         assert rates[method] <= 0.10, (method, size)

@@ -105,9 +105,11 @@ def test_race_layout(race_panel: Path, estimator: str) -> None:
 
 
 def test_bjs_leave_out_flag_equals_the_api() -> None:
-    """--leave-out reaches bjs(leave_out=True): the same rows as the API, a larger SE than without."""
+    """--leave-out reaches bjs(leave_out=True): the same rows as the API, a larger SE than
+    --no-leave-out; the default leaves out here (every cohort x year cell of mpdta has 2+ counties)."""
     rows = _json([*GENERIC, "--estimator", "bjs", "--leave-out"])
-    plain = _json([*GENERIC, "--estimator", "bjs"])
+    plain = _json([*GENERIC, "--estimator", "bjs", "--no-leave-out"])
+    assert _json([*GENERIC, "--estimator", "bjs"]) == rows
     api = fit_staggered(
         pl.read_csv(MPDTA), estimator="bjs", yname="lemp", idname="countyreal", tname="year",
         gname="first.treat", leave_out=True,

@@ -523,14 +523,14 @@ def did(
         typer.Option(
             "--leave-out/--no-leave-out",
             help="bjs: centre each treated residual on its cohort x event-time mean without its own "
-            "cluster (BJS Appendix A.6; Stata's recommended leaveout). Needs 2+ clusters per cell; off "
-            "by default.",
+            "cluster (BJS Appendix A.6; Stata's recommended leaveout). Default: on where every cell has "
+            "2+ clusters, else off with a warning; --leave-out requires it, --no-leave-out turns it off.",
         ),
     ] = None,
     as_json: JsonOpt = False,
     memory_limit: MemoryOpt = "2GB",
 ) -> None:
-    """Difference-in-differences around a policy (headline: TWFE logit of stops by race, CR1 by county).
+    """Difference-in-differences around a policy (headline: TWFE logit of stops by race, CR2 by county).
 
     Two panel forms. The race layout (`stopdisparity panel`, or --store): one row per county x period x
     race; the estimate is about the focal race's share of the pair's stops. A generic panel (--panel

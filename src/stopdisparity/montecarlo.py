@@ -115,6 +115,50 @@ def effective_clusters_row(result: Any) -> dict[str, float]:
     )
 
 
+_CR2_ROWS: dict[str, Any] = {}
+
+
+def _cr2_tidy(result: Any) -> dict[str | None, Mapping[str, Any]]:
+    """The tidy rows of ``cr2(result)`` by term (None: the first), once per fit.
+
+    A draw's methods share the fit object, so its identity keys the cache.
+    """
+    if _CR2_ROWS.get("result") is not result:
+        from stopdisparity.models.inference import cr2
+
+        rows = cr2(result).tidy().to_dicts()
+        _CR2_ROWS["result"], _CR2_ROWS["rows"] = result, {None: rows[0]} | {r["term"]: r for r in rows}
+    return _CR2_ROWS["rows"]
+
+
+def cr2_term_row(term: str | None = None) -> Callable[[Any], dict[str, float]]:
+    """A :attr:`Method.row` scoring tidy row ``term`` (None: the first) under CR2, Bell–McCaffrey df.
+
+    It scores the draw's own fit: with fits made with ``inference="cluster"`` one fit scores both the
+    CR1 option (its own rows) and the default CR2 (these rows), which is what a default fit attaches.
+    """
+
+    def row(result: Any) -> dict[str, float]:
+        t = _cr2_tidy(result)[term]
+        return {k: t[k] for k in ("estimate", "std_error", "p_value", "ci_low", "ci_high")}
+
+    return row
+
+
+#: The headline (first) row under CR2.
+cr2_row = cr2_term_row()
+
+
+def pp_cr2_row(result: Any) -> dict[str, float]:
+    """A :attr:`Method.row` scoring a logit's percentage-point effect under CR2: ``pp_ci_low``/``pp_ci_high``.
+
+    The effect's gradient is the CR2 contrast, with its own df; no p-value, so rejection is not scored.
+    """
+    t = _cr2_tidy(result)[None]
+    return {"estimate": t["pp_change"], "std_error": t["pp_std_error"], "p_value": math.nan,
+            "ci_low": t["pp_ci_low"], "ci_high": t["pp_ci_high"]}  # fmt: skip
+
+
 def score_bootstrap_test(draws: int = 999, seed: int = 1, weights: str = "rademacher") -> TestFn:
     """``test(result, b0)``: the Kline-Santos score bootstrap p-value of H0: β = b0 (``twfe-logit``)."""
 
@@ -443,9 +487,11 @@ def inference_size(
     share = estimand("att_share")
     methods = [
         Method("logit_cr1", logit),
+        Method("logit_cr2", logit, row=cr2_row),
         Method("logit_score", logit, test=score_bootstrap_test(boot_draws)),
         Method("logit_ri", logit, test=ri_test(ri_draws)),
         Method("linear_cr1", linear, share),
+        Method("linear_cr2", linear, share, row=cr2_row),
         Method("linear_wild", linear, share, test=wild_bootstrap_test(boot_draws)),
         Method("linear_ri", linear, share, test=ri_test(ri_draws)),
     ]
