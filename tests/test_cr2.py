@@ -162,6 +162,12 @@ def test_apply_inference_and_cli(panel: pl.DataFrame, tmp_path: Path) -> None:
     assert out.exit_code == 0, out.output
     got = json.loads(out.stdout)[0]
     want = via.row(0, named=True)
+    default = CliRunner().invoke(app, ["did", "--panel", str(path), "--estimator", "twfe-logit", "--json"])
+    assert json.loads(default.stdout) == json.loads(out.stdout)  # cr2 is did's default
+    cluster = CliRunner().invoke(
+        app, ["did", "--panel", str(path), "--estimator", "twfe-logit", "--inference", "cluster", "--json"]
+    )
+    assert json.loads(cluster.stdout)[0]["inference"] == result.tidy().item(0, "inference")  # CR1
     for key in ("estimate", "std_error", "p_value", "ci_low", "ci_high", "inference"):
         assert (
             got[key] == pytest.approx(want[key], rel=1e-12) if key != "inference" else got[key] == want[key]
@@ -404,6 +410,41 @@ def test_etwfe_with_covariates_refused() -> None:
         res = etwfe(_prep(frame, xnames=("x",)), family="logit", control="never")
     with pytest.raises(SpecificationError, match="without covariates"):
         inf.cr2(res)
+
+
+def test_default_falls_back_to_cr1_with_a_warning_where_cr2_cannot_be_formed() -> None:
+    """Where CR2 cannot be formed the default fit keeps CR1 and says so (InferenceFallbackWarning): more
+    coefficients than the dense cross-product allows, or etwfe with covariates; asked for by name
+    (apply_inference / --inference cr2) it raises instead, and inference="cluster" is silent."""
+    from stopdisparity.errors import InferenceFallbackWarning
+    from stopdisparity.models.did import fit_did_panel
+
+    rng = np.random.default_rng(0)
+    units = _cr2.MAX_COEFFICIENTS  # + 2 periods + the treatment: one coefficient too many
+    panel = pl.DataFrame(
+        {
+            "u": np.repeat(np.arange(units), 2),
+            "t": np.tile([1, 2], units),
+            "g": np.repeat(np.where(np.arange(units) < units // 3, 2, 0), 2),
+            "y": rng.normal(size=2 * units),
+        }
+    )
+    args = {"yname": "y", "idname": "u", "tname": "t", "gname": "g"}
+    with pytest.warns(InferenceFallbackWarning, match=r"the limit is 4000.*CR1 \(G=4000, G₁=1333"):
+        res = fit_did_panel(panel, **args)
+    assert res.inference is None and res.tidy().item(0, "inference").startswith("CR1")
+    with pytest.raises(SpecificationError, match="the limit is 4000"):
+        inf.apply_inference(res, "cr2")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InferenceFallbackWarning)
+        assert fit_did_panel(panel, inference="cluster", **args).tidy().equals(res.tidy())
+    frame, _ = _binomial_panel(6, n_units=20, n_periods=6, cohorts=(0, 4, 5), covariate=True)
+    with pytest.warns(InferenceFallbackWarning, match="without covariates"):
+        staggered = fit_staggered(
+            frame, estimator="etwfe", yname="succ", idname="unit", tname="t", gname="g", trials="n",
+            xnames=("x",), control="never",
+        )  # fmt: skip
+    assert staggered.inference is None
 
 
 # ----------------------------------------------------------------------------------- Sun-Abraham

@@ -882,10 +882,11 @@ def _covariate_names(values: list[str] | None, columns: list[str]) -> tuple[str,
 
 
 def _default_inference(estimator: str | None) -> str:
-    """``did``'s inference when --inference is not given: cr2 where it exists, else the estimator's own."""
+    """``did``'s inference without --inference: the fits' default (CR2) where it exists, else the own."""
+    from stopdisparity.models._fe import DEFAULT_INFERENCE
     from stopdisparity.models.staggered import CR2_ESTIMATORS
 
-    return "cluster" if estimator in STAGGERED and estimator not in CR2_ESTIMATORS else "cr2"
+    return "cluster" if estimator in STAGGERED and estimator not in CR2_ESTIMATORS else DEFAULT_INFERENCE
 
 
 def _analytical(estimator: str) -> dict[str, str]:
@@ -910,7 +911,7 @@ def _apply_inference(
     if by_default:
         from stopdisparity.models._fe import with_default_inference
 
-        return with_default_inference(result, "cr2", stacklevel=2)
+        return with_default_inference(result, inference, stacklevel=2)  # type: ignore[arg-type]
 
     options: dict[str, Any] = {} if inference in ("cr2", "cr3") else {"draws": draws, "seed": seed, **extra}
     return inference_mod.apply_inference(result, inference, **options)  # type: ignore[arg-type]

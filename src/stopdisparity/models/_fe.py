@@ -935,8 +935,8 @@ class ClusterSummary:
             return None
         return (
             f"{' and '.join(reasons.values())} of G={self.g} clusters by {self.name}: cluster-robust "
-            "standard errors are unreliable; use CR2 (--inference cr2), a wild or score bootstrap or "
-            "randomization inference"
+            "standard errors are unreliable (CR1 most; CR2, the default, less); use at least CR2, and with "
+            "few treated clusters a wild or score bootstrap or randomization inference"
         )
 
     def describe(self) -> str:
