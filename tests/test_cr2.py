@@ -253,6 +253,8 @@ def test_interval_follows_the_table_level(panel: pl.DataFrame) -> None:
     with pytest.raises(SpecificationError, match=r"alpha=0.05, not 0.1: apply it again with alpha=0.1"):
         boot.tidy(0.1)
     assert inf.score_bootstrap(result, draws=99, seed=1, alpha=0.1).tidy(0.1).height == 1
+    p_only = inf.score_bootstrap(result, draws=19, seed=1, ci=False)  # no interval: any level
+    assert p_only.tidy(0.1).item(0, "p_value") == p_only.tidy(0.05).item(0, "p_value")
 
 
 # -------------------------------------------------------------------------------- counts, events
@@ -412,16 +414,18 @@ def test_etwfe_with_covariates_refused() -> None:
         inf.cr2(res)
 
 
-def test_default_falls_back_to_cr1_with_a_warning_where_cr2_cannot_be_formed() -> None:
+def test_default_falls_back_to_cr1_with_a_warning_where_cr2_cannot_be_formed(
+    panel: pl.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Where CR2 cannot be formed the default fit keeps CR1 and says so (InferenceFallbackWarning): more
     coefficients than the dense cross-product allows, or etwfe with covariates; asked for by name
     (apply_inference / --inference cr2) it raises instead, and inference="cluster" is silent."""
     from stopdisparity.errors import InferenceFallbackWarning
-    from stopdisparity.models.did import fit_did_panel
+    from stopdisparity.models.did import fit_did, fit_did_panel
 
     rng = np.random.default_rng(0)
     units = _cr2.MAX_COEFFICIENTS  # + 2 periods + the treatment: one coefficient too many
-    panel = pl.DataFrame(
+    big = pl.DataFrame(
         {
             "u": np.repeat(np.arange(units), 2),
             "t": np.tile([1, 2], units),
@@ -431,13 +435,13 @@ def test_default_falls_back_to_cr1_with_a_warning_where_cr2_cannot_be_formed() -
     )
     args = {"yname": "y", "idname": "u", "tname": "t", "gname": "g"}
     with pytest.warns(InferenceFallbackWarning, match=r"the limit is 4000.*CR1 \(G=4000, G₁=1333"):
-        res = fit_did_panel(panel, **args)
+        res = fit_did_panel(big, **args)
     assert res.inference is None and res.tidy().item(0, "inference").startswith("CR1")
     with pytest.raises(SpecificationError, match="the limit is 4000"):
         inf.apply_inference(res, "cr2")
     with warnings.catch_warnings():
         warnings.simplefilter("error", InferenceFallbackWarning)
-        assert fit_did_panel(panel, inference="cluster", **args).tidy().equals(res.tidy())
+        assert fit_did_panel(big, inference="cluster", **args).tidy().equals(res.tidy())
     frame, _ = _binomial_panel(6, n_units=20, n_periods=6, cohorts=(0, 4, 5), covariate=True)
     with pytest.warns(InferenceFallbackWarning, match="without covariates"):
         staggered = fit_staggered(
@@ -445,6 +449,21 @@ def test_default_falls_back_to_cr1_with_a_warning_where_cr2_cannot_be_formed() -
             xnames=("x",), control="never",
         )  # fmt: skip
     assert staggered.inference is None
+    cr2_fit = fit_staggered(  # the CR2 default removed after the fit, as for the TWFE results
+        frame,
+        estimator="etwfe",
+        yname="succ",
+        idname="unit",
+        tname="t",
+        gname="g",
+        trials="n",
+        control="never",
+    )
+    assert inf.apply_inference(cr2_fit, "cluster").inference is None
+    monkeypatch.setattr(_cr2, "MAX_BYTES", 10_000)  # the memory bound: a default fit falls back too
+    with pytest.warns(InferenceFallbackWarning, match=r"GiB of dense arrays"):
+        bounded = fit_did(panel)
+    assert bounded.inference is None
 
 
 # ----------------------------------------------------------------------------------- Sun-Abraham

@@ -293,7 +293,14 @@ def test_missing_event_time_warns_and_is_null():
 
 # ----------------------------------------------------------------------------- bands and tests
 def test_sup_t_band_between_pointwise_and_bonferroni():
-    res = quiet(fit_event_study, make_panel(seed=4), period_length="year", sup_t_draws=20_000, seed=1)
+    res = quiet(
+        fit_event_study,
+        make_panel(seed=4),
+        period_length="year",
+        sup_t_draws=20_000,
+        seed=1,
+        inference="cluster",
+    )
     c = res.sup_t_critical(0.05)
     p = len(res.estimated)
     assert stats.norm.isf(0.025) < c < stats.norm.isf(0.025 / p)

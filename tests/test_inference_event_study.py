@@ -437,3 +437,13 @@ def test_default_fit_is_cr2_with_the_htz_pretest(frame: pl.DataFrame, estimator:
     assert pre["method"] == "cr2" and wald["method"] == "wald"
     assert pre["p_value"] == cluster.pretrend_test(method="cr2")["p_value"] != wald["p_value"]
     assert default.pretrend_test(method="wald")["p_value"] == wald["p_value"]
+    # the sup-t band: the analytical critical value times the CR2 SE, never narrower than the pointwise
+    crit = cluster.sup_t_critical(0.05)
+    assert default.inference is not None
+    for row in (
+        default.tidy().filter(pl.col("estimate").is_not_null() & ~pl.col("reference")).iter_rows(named=True)
+    ):
+        se2 = default.inference.t_reference[row["term"]][1]
+        half = max(crit * se2, row["ci_high"] - row["estimate"])
+        assert row["band_high"] - row["estimate"] == pytest.approx(half, rel=1e-12)
+        assert row["band_low"] <= row["ci_low"] and row["band_high"] >= row["ci_high"]

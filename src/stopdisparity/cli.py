@@ -1130,7 +1130,8 @@ def falsify(
     tidy = result.tidy()
     cols = [c for c in ("check", "estimate", "std_error", "p_value", "ci_low", "ci_high", "n_clusters",
                         "n_treated_clusters", "n_stops", "outcome_missing") if c in tidy.columns]  # fmt: skip
-    _print_frame(tidy.select(cols), "Headline and falsification checks")
+    methods = dict.fromkeys(label.split(" by ")[0] for label in tidy.get_column("inference").to_list())
+    _print_frame(tidy.select(cols), f"Headline and falsification checks ({', '.join(methods)})")
     if result.outcome_counts().height:
         _print_frame(result.outcome_counts(), "Post-stop outcomes: focal stops with / without / missing")
         err.print(

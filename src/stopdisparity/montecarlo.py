@@ -118,28 +118,29 @@ def effective_clusters_row(result: Any) -> dict[str, float]:
 _CR2_ROWS: dict[str, Any] = {}
 
 
-def _cr2_tidy(result: Any) -> dict[str | None, Mapping[str, Any]]:
-    """The tidy rows of ``cr2(result)`` by term (None: the first), once per fit.
+def _cr2_tidy(result: Any, alpha: float) -> dict[str | None, Mapping[str, Any]]:
+    """The tidy rows of ``cr2(result)`` at level ``alpha`` by term (None: the first), once per fit.
 
-    A draw's methods share the fit object, so its identity keys the cache.
+    A draw's methods share the fit object, so its identity (and the level) keys the cache.
     """
-    if _CR2_ROWS.get("result") is not result:
+    if _CR2_ROWS.get("result") is not result or _CR2_ROWS.get("alpha") != alpha:
         from stopdisparity.models.inference import cr2
 
-        rows = cr2(result).tidy().to_dicts()
-        _CR2_ROWS["result"], _CR2_ROWS["rows"] = result, {None: rows[0]} | {r["term"]: r for r in rows}
+        rows = cr2(result).tidy(alpha).to_dicts()
+        _CR2_ROWS.update(result=result, alpha=alpha, rows={None: rows[0]} | {r["term"]: r for r in rows})
     return _CR2_ROWS["rows"]
 
 
-def cr2_term_row(term: str | None = None) -> Callable[[Any], dict[str, float]]:
+def cr2_term_row(term: str | None = None, alpha: float = 0.05) -> Callable[[Any], dict[str, float]]:
     """A :attr:`Method.row` scoring tidy row ``term`` (None: the first) under CR2, Bell–McCaffrey df.
 
     It scores the draw's own fit: with fits made with ``inference="cluster"`` one fit scores both the
     CR1 option (its own rows) and the default CR2 (these rows), which is what a default fit attaches.
+    The interval is at level ``alpha``: pass :func:`run`'s.
     """
 
     def row(result: Any) -> dict[str, float]:
-        t = _cr2_tidy(result)[term]
+        t = _cr2_tidy(result, alpha)[term]
         return {k: t[k] for k in ("estimate", "std_error", "p_value", "ci_low", "ci_high")}
 
     return row
@@ -152,9 +153,10 @@ cr2_row = cr2_term_row()
 def pp_cr2_row(result: Any) -> dict[str, float]:
     """A :attr:`Method.row` scoring a logit's percentage-point effect under CR2: ``pp_ci_low``/``pp_ci_high``.
 
-    The effect's gradient is the CR2 contrast, with its own df; no p-value, so rejection is not scored.
+    At the 95% level (the Monte Carlo's default ``alpha``). The effect's gradient is the CR2 contrast,
+    with its own df; no p-value, so rejection is not scored.
     """
-    t = _cr2_tidy(result)[None]
+    t = _cr2_tidy(result, 0.05)[None]
     return {"estimate": t["pp_change"], "std_error": t["pp_std_error"], "p_value": math.nan,
             "ci_low": t["pp_ci_low"], "ci_high": t["pp_ci_high"]}  # fmt: skip
 

@@ -42,6 +42,10 @@ from stopdisparity.errors import SpecificationError
 
 #: Largest number of coefficients (fixed-effect levels included) the dense (X'WX)⁺ is formed for.
 MAX_COEFFICIENTS = 4000
+#: Largest memory the dense arrays may take: (X'WX) and its pseudo-inverse (with eigh's workspace, about
+#: 4 k² floats) and the m × k × G cluster matrices Z and BZ. CR2 is a fit's default, so it must stay
+#: bounded whatever the panel (the fit then reports CR1 and says why).
+MAX_BYTES = 1 << 30
 #: Eigenvalues of I - H_gg below this are treated as 0 in the Moore–Penrose inverse root.
 _EIG_TOL = 1e-8
 #: Dense cluster rows (size × coefficients) stacked per batch: 4M floats, 32 MB per array.
@@ -137,9 +141,16 @@ def cr2_parts(fit: Cr2Fit) -> Cr2Parts:
             f"included); the limit is {MAX_COEFFICIENTS}. Use --inference cr3, wild, score or ri, or "
             "a coarser period"
         )
+    m = fit.contrasts.shape[1]
+    need = 8 * (4 * k * k + 2 * m * k * fit.g)
+    if need > MAX_BYTES:
+        raise SpecificationError(
+            f"CR2 of {m} contrast(s) with {k} coefficients and {fit.g} clusters needs about "
+            f"{need / 2**30:.1f} GiB of dense arrays; the limit is {MAX_BYTES / 2**30:.0f} GiB. Use "
+            "--inference cr3, wild, score or ri, fewer event times, or a coarser period"
+        )
     xtx = (xt.T @ xt).toarray()
     b = np.linalg.pinv(xtx, hermitian=True)
-    m = fit.contrasts.shape[1]
     ell = np.zeros((k, m))
     ell[k - q :] = fit.contrasts
     if fit.fe_contrasts is not None:
@@ -255,6 +266,7 @@ def cr2(fit: Cr2Fit) -> Cr2:
 
 
 __all__ = [
+    "MAX_BYTES",
     "MAX_COEFFICIENTS",
     "Cr2",
     "Cr2Fit",

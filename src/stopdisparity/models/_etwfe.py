@@ -47,8 +47,9 @@ delta-method influence is the chain rule through these. CR1 multiplies the CR0 v
 :math:`G/(G-1)\cdot(N-1)/(N-K)` (fixest / pyfixest ``CRV1``), with :math:`K` all estimated
 coefficients (fixed effects included; none is nested in the clusters) and :math:`N` the stops
 (Bernoulli trials) for the logit, as the headline TWFE logit, else the panel rows.
-``inference.cr2`` (``--inference cr2``) replaces the link-scale rows' p-values and intervals with
-CR2 and Bell–McCaffrey degrees of freedom computed on the pooled regression written out (cohort and
+By default (``fit_staggered``, ``did``) the link-scale rows' p-values and intervals are replaced by
+CR2 with Bell–McCaffrey degrees of freedom (``inference.cr2``; ``inference="cluster"`` keeps CR1),
+computed on the pooled regression written out (cohort and
 period effects, one dummy per treated cell; :attr:`EtwfeResult.cr2_fit`), where CR1 under-covers
 with stop weights concentrated in a few counties (tests/test_monte_carlo_staggered.py).
 

@@ -1083,10 +1083,9 @@ def warn_few_clusters(summary: ClusterSummary, stacklevel: int, inference: str =
     Its G*-only form is heeded (not issued) when ``inference`` is a remedy it recommends.
     """
     text = summary.warning_text()
-    if inference in FEW_CLUSTER_REMEDIES and summary.category is FewEffectiveClustersWarning:
-        return
     if text:
-        warnings.warn(text, summary.category, stacklevel=stacklevel)
+        with few_clusters_heeded(inference):
+            warnings.warn(text, summary.category, stacklevel=stacklevel)
 
 
 # ------------------------------------------------------------------------------ effective weights
@@ -1178,7 +1177,8 @@ def attached(
     Raises
     ------
     SpecificationError
-        When the attached intervals came from resampling at another level than ``alpha``.
+        When the attached interval came from resampling at another level than ``alpha`` (a p-value
+        alone, with no interval, is given at any level).
     """
     if inference is None or term not in inference.p_value:
         return p, lo, hi, label
@@ -1186,14 +1186,14 @@ def attached(
         est, se, df = inference.t_reference[term]
         _, p, lo, hi = inference_stats(est, se, alpha, df)
         return p, lo, hi, inference.label
-    if not math.isclose(alpha, inference.alpha) and term in inference.ci:
+    stored = inference.ci.get(term, (math.nan, math.nan))
+    if not math.isclose(alpha, inference.alpha) and any(map(math.isfinite, stored)):
         raise SpecificationError(
             f"the attached inference ({inference.label}) computed its intervals at "
             f"alpha={inference.alpha:g}, not {alpha:g}: apply it again with alpha={alpha:g} (resampled "
             "intervals are not rescaled)"
         )
-    lo, hi = inference.ci.get(term, (math.nan, math.nan))
-    return inference.p_value[term], lo, hi, inference.label
+    return inference.p_value[term], stored[0], stored[1], inference.label
 
 
 @contextlib.contextmanager
@@ -1223,7 +1223,7 @@ def with_default_inference(result: Any, inference: DefaultInference, stacklevel:
 
     try:
         return cr2(result)
-    except SpecificationError as e:
+    except (SpecificationError, np.linalg.LinAlgError) as e:
         clusters = getattr(result, "clusters", None)
         where = f" ({clusters.describe()})" if isinstance(clusters, ClusterSummary) else ""
         warnings.warn(

@@ -42,8 +42,9 @@ unit clusters). The aggregates' variances are :math:`RVR'` by the delta method w
 as **fixed** (as fixest's ``aggregate``; SA 2021's Prop. 6 adds the shares' estimation error, which
 is omitted here, so the aggregates' SEs are conditional on the cohort composition). p-values and
 intervals use Student's t with G - 1 degrees of freedom, as fixest and pyfixest do for clustered OLS.
-``inference.cr2`` (``--inference cr2``) gives every reported row CR2 p-values and intervals with its
-Bell–McCaffrey degrees of freedom, from the same regression (:attr:`SunAbrahamResult.cr2_fit`).
+By default (``fit_staggered``, ``did``) every reported row gets CR2 p-values and intervals with its
+Bell–McCaffrey degrees of freedom instead (``inference.cr2``), from the same regression
+(:attr:`SunAbrahamResult.cr2_fit`); ``inference="cluster"`` keeps the t(G-1) ones.
 
 References
 ----------

@@ -29,7 +29,8 @@ per-cluster influences of the two fits (so the covariance between the races with
 included) with the small-sample factor of the stacked model — N and K summed over the two fits,
 equal to ``pyfixest.fepois`` on the stacked rows with race-interacted fixed effects. Fixed-effect
 levels whose count is zero throughout (a county with no focal stops) have an infinite effect and are
-dropped, per race, and listed. Normal p-values and intervals, as pyfixest for GLMs.
+dropped, per race, and listed. p-values and intervals are CR2 with Bell–McCaffrey degrees of freedom
+by default (every row; ``inference="cluster"``: normal, as pyfixest for GLMs).
 
 With few treated clusters, :func:`stopdisparity.models.inference.apply_inference` replaces the
 p-values and intervals of every row (``std_error`` stays the analytical one): ``cr3`` (cluster

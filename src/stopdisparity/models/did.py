@@ -705,7 +705,12 @@ def fit_did(
     Warns
     -----
     FewClustersWarning
-        When fewer than 10 clusters are treated or one holds more than 30% of treated stops.
+        When fewer than 10 clusters are treated, one holds more than 30% of treated stops, or the
+        effect's information sits in fewer than 20 effective clusters (G*; that form,
+        FewEffectiveClustersWarning, is heeded under the default CR2).
+    InferenceFallbackWarning
+        When the default CR2 cannot be formed (too many coefficients or too much memory) and the
+        p-values and intervals are CR1.
     SparseCellWarning
         When units (or group-periods) are dropped because they have no focal or no reference stops
         (logit; their fixed effect would be infinite).

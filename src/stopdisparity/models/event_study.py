@@ -35,16 +35,21 @@ estimators, not here.
 
 Inference
 ---------
-CR1 (default) or CR0 cluster-robust sandwiches, with the small-sample factor of
-:class:`~stopdisparity.models._fe.SmallSample` (N = stops for the logit, cells for the linear model),
-pointwise intervals (normal for the logit, t(G-1) for the linear model, as pyfixest), a sup-t
-simultaneous band over the estimated event times (Montiel Olea & Plagborg-Møller 2019; critical value
-simulated from :math:`N(0,\hat V)`, seeded), and a joint Wald test (chi-squared) that the leads — event
-times before ``-anticipation`` other than the reference and the binned far lead — are zero, with its
-power against a linear pre-trend :math:`\delta\,(e - r)` (Roth 2022). With few effective clusters the
-chi-squared reference of that test over-rejects; ``pretrend_test(method="wild"|"score")`` bootstraps
-it with all leads = 0 imposed. CR3, wild and score bootstraps and randomization inference for every
-event-time term come from :func:`stopdisparity.models.inference.apply_inference` (attached with
+CR1 (default ``vcov``) or CR0 cluster-robust sandwiches give ``std_error``, with the small-sample
+factor of :class:`~stopdisparity.models._fe.SmallSample` (N = stops for the logit, cells for the linear
+model). Pointwise p-values and intervals are CR2 with each term's Bell–McCaffrey degrees of freedom by
+default (``inference="cr2"``; :func:`stopdisparity.models.inference.cr2`), because CR1 under-covers with
+few effective clusters; ``inference="cluster"`` gives the analytical ones (normal for the logit, t(G-1)
+for the linear model, as pyfixest). A sup-t simultaneous band over the estimated event times (Montiel
+Olea & Plagborg-Møller 2019; critical value simulated from :math:`N(0,\hat V)`, seeded; never narrower
+than a term's pointwise interval), and a
+joint test that the leads — event times before ``-anticipation`` other than the reference and the
+binned far lead — are zero, with its power against a linear pre-trend :math:`\delta\,(e - r)` (Roth
+2022): by default the CR2 Wald statistic against the HTZ reference (Pustejovsky & Tipton 2018), under
+``inference="cluster"`` the chi-squared Wald test, which over-rejects with few effective clusters;
+``pretrend_test(method="wild"|"score")`` bootstraps it with all leads = 0 imposed. CR3, wild and
+score bootstraps and randomization inference for every event-time term come from
+:func:`stopdisparity.models.inference.apply_inference` (attached with
 :meth:`EventStudyResult.with_inference`).
 
 References
@@ -233,10 +238,11 @@ class EventStudyResult(_fe.ClusteredResult):
         coefficient's G*, Carter, Schnepel & Steigerwald 2017; null where none), ``n_treated_stops``
         (focal + reference stops of treated units in the bin; ``n_treated_trials`` for a generic
         logit, absent for a generic linear model), ``band_low``, ``band_high`` (sup-t simultaneous
-        band at level 1 - alpha, analytical). An event time without cells has null estimate. Terms
-        listed in an attached :class:`Inference` take its p-value, interval and label;
-        ``std_error`` stays analytical. Covariate rows carry their coefficient, the estimand
-        "covariate coefficient (not a causal effect)" and null extras.
+        band at level 1 - alpha: the critical value from the analytical covariance times the attached
+        analytical SE, CR2 by default, never narrower than the pointwise interval). An event time
+        without cells has null estimate. Terms listed in an attached :class:`Inference` take its
+        p-value, interval and label; ``std_error`` stays analytical. Covariate rows carry their
+        coefficient, the estimand "covariate coefficient (not a causal effect)" and null extras.
         """
         crit = self.sup_t_critical(alpha)
         index = {e: i for i, e in enumerate(self.estimated)}
@@ -256,12 +262,11 @@ class EventStudyResult(_fe.ClusteredResult):
             if e in index:
                 est, se = float(self.estimates[index[e]]), float(se_all[index[e]])
                 stat, p, lo, hi = _fe.inference_stats(est, se, alpha, self._df)
-                extra |= {"band_low": est - crit * se, "band_high": est + crit * se}
             else:
                 est = 0.0 if e == self.reference else math.nan
                 se = stat = p = lo = hi = math.nan
-                extra |= {"band_low": math.nan, "band_high": math.nan}
             p, lo, hi, label = self._attached(term, p, lo, hi, alpha)
+            extra |= self._band(term, est, se, crit, lo, hi)
             rows.append(
                 TidyRow(
                     term,
@@ -309,6 +314,21 @@ class EventStudyResult(_fe.ClusteredResult):
         if self.layout == "race":
             return "n_treated_stops"
         return "n_treated_trials" if self.estimator == "logit" else None
+
+    def _band(self, term: str, est: float, se: float, crit: float, lo: float, hi: float) -> dict[str, float]:
+        """The sup-t band of ``term``: ``crit`` times the attached analytical SE (CR2) or ``se``.
+
+        ``crit`` comes from the analytical covariance. Under an attached analytical inference the band
+        is widened to its pointwise interval where that is wider (a small-df t quantile can exceed
+        ``crit``); under resampling the band stays the analytical one.
+        """
+        if self.inference is None or term not in self.inference.t_reference:
+            return {"band_low": est - crit * se, "band_high": est + crit * se}  # analytical
+        se = self.inference.t_reference[term][1]
+        low, high = est - crit * se, est + crit * se
+        if math.isfinite(lo) and math.isfinite(hi):
+            low, high = min(low, lo), max(high, hi)
+        return {"band_low": low, "band_high": high}
 
     def _attached(
         self, term: str, p: float, lo: float, hi: float, alpha: float
@@ -387,8 +407,8 @@ class EventStudyResult(_fe.ClusteredResult):
         slope
             A slope (per event-time unit, on the estimate's scale) at which to report the power.
         method
-            None (default): the attached inference's method when it has a pre-test (``cr2``, the fit's
-            default, ``score`` or ``wild``), else ``wald``. ``wald``: the statistic against
+            None (default): ``cr2`` when CR2 is attached (the fit's default), else ``wald``.
+            ``wald``: the statistic against
             :math:`\chi^2_{|L|}`; ``cr2``: the Wald statistic
             with the CR2 covariance against the HTZ reference :math:`\frac{\eta q}{\eta-q+1}F(q,
             \eta-q+1)` (Pustejovsky & Tipton 2018; :func:`stopdisparity.models.inference.pretrend_cr2`),
@@ -409,9 +429,9 @@ class EventStudyResult(_fe.ClusteredResult):
         """
         if not (0 < alpha < 1):
             raise SpecificationError(f"alpha must be in (0, 1); got {alpha!r}")
-        if method is None:
-            attached = self.inference.method if self.inference is not None else None
-            method = attached if attached in ("cr2", "score", "wild") else "wald"  # type: ignore[assignment]
+        if method is None:  # a resampled pre-test is asked for by name (its draws and seed)
+            cr2 = self.inference is not None and self.inference.method == "cr2"
+            method = "cr2" if cr2 else "wald"
         check_choice("method", method, ("wald", "cr2", "score", "wild"))
         idx = [self.estimated.index(e) for e in self.leads]
         b = self.estimates[idx]

@@ -787,8 +787,10 @@ def cr2(result: Result | EtwfeResult | SunAbrahamResult, *, alpha: float = 0.05)
     (Bell & McCaffrey 2002; Imbens & Kolesár 2016; Pustejovsky & Tipton 2018): CR2 variance of each
     term from the final IRLS (or WLS) weights, all fixed-effect dummies in the hat matrix, and a
     t reference with the Bell–McCaffrey df of that term (:mod:`~stopdisparity.models._cr2`). No
-    refits: it costs one dense cross-product of the coefficients. Every term of a DiD, count model
-    (each race and the difference) or event study is covered, and every link-scale aggregate of an
+    refits: it costs one dense cross-product of the coefficients. The treatment term of a DiD (and its
+    percentage-point effect: ``pp_ci_low``/``pp_ci_high``; covariate rows keep the analytical
+    inference), every row of a count model (each race and the difference), every event-time term of an
+    event study, and every link-scale aggregate of an
     ETWFE fit without covariates (:class:`~stopdisparity.models._etwfe.EtwfeResult`: the pooled
     regression with one dummy per treated cell; ``pp_change`` keeps its delta-method SE).
 
@@ -803,10 +805,11 @@ def cr2(result: Result | EtwfeResult | SunAbrahamResult, *, alpha: float = 0.05)
         return _cr2_staggered(result, alpha)
     _check_result(result, "cr2")
     designs, terms = _model(result)
+    logit_did = isinstance(result, DidResult) and result.estimator == "twfe-logit"
     if isinstance(result, EventStudyResult):
         fits = [_event_cr2_fit(designs, range(len(designs)))]
         weights = np.array([[t.weights for t in terms]])  # one fit, its m contrasts: the identity
-    elif isinstance(result, DidResult) and result.estimator == "twfe-logit":
+    elif logit_did:
         fits = [_logit_pp_fit(designs[0])]  # two contrasts: the coefficient and the pp effect
         weights = np.eye(2)[None]
     else:
@@ -818,10 +821,9 @@ def cr2(result: Result | EtwfeResult | SunAbrahamResult, *, alpha: float = 0.05)
     res = _cr2.combine([_cr2.cr2_parts(f) for f in fits], weights)
     names = [t.name for t in terms]
     estimates = [t.estimate for t in terms]
-    if isinstance(result, DidResult) and result.estimator == "twfe-logit":
-        names, estimates = [*names, PP_TERM], [*estimates, result.pp_change]
-    elif isinstance(result, DidResult) and result.pp_change is not None:  # linear: pp = 100 β
-        res = _cr2.Cr2(np.diag(np.r_[res.std_errors, 100.0 * res.std_errors] ** 2), np.r_[res.df, res.df])
+    if isinstance(result, DidResult):  # the pp effect: its own contrast (logit), 100 β (linear)
+        if not logit_did:
+            res = _cr2.Cr2(np.diag(np.r_[res.std_errors, 100.0 * res.std_errors] ** 2), np.r_[res.df, res.df])
         names, estimates = [*names, PP_TERM], [*estimates, result.pp_change]
     p_values, cis, reference = _cr2_tests(names, estimates, res, alpha)
     shown = zip(res.std_errors[: len(terms)], res.df[: len(terms)], strict=True)
@@ -2359,7 +2361,8 @@ def pretrend_bootstrap(
 def apply_inference(result: Result | EtwfeResult | SunAbrahamResult, method: Method, **options: Any) -> Any:
     """Apply one inference method to a fitted result and return the new result.
 
-    ``cluster`` returns the analytical CR1/CR0 inference (any attached inference removed); ``cr2``,
+    ``cluster`` returns the analytical CR1/CR0 inference (any attached inference removed, the default
+    CR2 included; for etwfe and sun-abraham results too); ``cr2``,
     ``cr3``, ``wild``, ``score`` and ``ri`` call :func:`cr2`, :func:`cr3`, :func:`wild_cluster_bootstrap`,
     :func:`score_bootstrap` and :func:`randomization_inference` with ``options``. Results: a
     :class:`~stopdisparity.models.did.DidResult` (all methods; ``wild`` for ``twfe-linear``, ``score``
@@ -2370,8 +2373,8 @@ def apply_inference(result: Result | EtwfeResult | SunAbrahamResult, method: Met
     covariates are accepted by every method (see the module notes).
     """
     check_choice("method", method, METHODS)
-    if method == "cr2" and isinstance(result, EtwfeResult | SunAbrahamResult):
-        return cr2(result, **options)
+    if method in ("cr2", "cluster") and isinstance(result, EtwfeResult | SunAbrahamResult):
+        return cr2(result, **options) if method == "cr2" else dataclasses.replace(result, inference=None)
     _check_result(result, "apply_inference")
     if method == "cluster":
         if options:

@@ -155,7 +155,7 @@ def fit_staggered(
         ``etwfe`` and ``sun-abraham``: ``cr2`` (the default, None: CR2 with Bell–McCaffrey df from
         their pooled regression, as the TWFE models; with covariates etwfe falls back to CR1 with an
         :class:`~stopdisparity.errors.InferenceFallbackWarning`) or ``cluster`` (the analytical CR1).
-        The other estimators report their own inference and take None only.
+        The other estimators report their own inference (None or ``cluster``: the same).
     **options
         The estimator's own options (e.g. ``control``, ``base_period``, ``anticipation``, ``n_boot``,
         ``seed`` for ``callaway-santanna``; ``family`` for ``etwfe``, by default ``logit`` with trials
@@ -177,10 +177,10 @@ def fit_staggered(
     check_choice("estimator", estimator, STAGGERED_ESTIMATORS)
     if inference is not None:
         check_choice("inference", inference, _fe.DEFAULT_INFERENCES)
-        if estimator not in CR2_ESTIMATORS:
+        if inference == "cr2" and estimator not in CR2_ESTIMATORS:
             raise SpecificationError(
-                f"inference applies to {' and '.join(CR2_ESTIMATORS)}; {estimator} reports its own "
-                f"inference (leave inference=None); got inference={inference!r}"
+                f"inference='cr2' applies to {' and '.join(CR2_ESTIMATORS)}; {estimator} reports its own "
+                "inference (inference=None or 'cluster')"
             )
     if isinstance(data, StaggeredPanel):
         panel = data
@@ -197,10 +197,12 @@ def fit_staggered(
     if estimator == "etwfe" and "family" not in options:
         # the headline's logit needs successes out of trials; a continuous outcome gets the linear model
         options["family"] = "logit" if panel.columns.get("trials") else "linear"
-    result = _core(estimator)(panel, **options)
-    if estimator in CR2_ESTIMATORS:
-        return _fe.with_default_inference(result, inference or _fe.DEFAULT_INFERENCE)
-    return result
+    if estimator not in CR2_ESTIMATORS:
+        return _core(estimator)(panel, **options)
+    method = inference or _fe.DEFAULT_INFERENCE
+    with _fe.few_clusters_heeded(method):  # as the TWFE fits: CR2 heeds the G*-only warning
+        result = _core(estimator)(panel, **options)
+    return _fe.with_default_inference(result, method)
 
 
 def _prepare(
