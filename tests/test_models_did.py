@@ -331,7 +331,8 @@ def test_planted_effect_recovered():
 
 
 def test_coverage_quick_check():
-    """50 small draws of the constant scenario: CR1 intervals cover θ; naive binomial SEs would not.
+    """50 small draws of the constant scenario: the default (CR2) intervals cover θ; naive binomial SEs
+    would not.
 
     County AR(1) shocks make cells of a county correlated, so SEs that ignore clustering are far too
     small at this size (stops per cell large): the coverage threshold separates the two. The full
@@ -356,7 +357,7 @@ def test_coverage_quick_check():
             naive_hits += abs(res.estimate - theta) <= 1.96 * naive
     est = np.asarray(estimates)
     assert abs(est.mean() - theta) < 3 * est.std(ddof=1) / math.sqrt(est.size)
-    assert hits >= 40, f"CR1 95% intervals covered θ in {hits}/50 draws"
+    assert hits >= 40, f"the default 95% intervals covered θ in {hits}/50 draws"
     assert naive_hits < 40, "the check must be able to fail: non-clustered SEs should undercover here"
 
 
