@@ -443,22 +443,12 @@ def test_default_falls_back_to_cr1_with_a_warning_where_cr2_cannot_be_formed(
         warnings.simplefilter("error", InferenceFallbackWarning)
         assert fit_did_panel(big, inference="cluster", **args).tidy().equals(res.tidy())
     frame, _ = _binomial_panel(6, n_units=20, n_periods=6, cohorts=(0, 4, 5), covariate=True)
+    etwfe_args = {"estimator": "etwfe", "yname": "succ", "idname": "unit", "tname": "t", "gname": "g",
+                  "trials": "n", "control": "never"}  # fmt: skip
     with pytest.warns(InferenceFallbackWarning, match="without covariates"):
-        staggered = fit_staggered(
-            frame, estimator="etwfe", yname="succ", idname="unit", tname="t", gname="g", trials="n",
-            xnames=("x",), control="never",
-        )  # fmt: skip
+        staggered = fit_staggered(frame, xnames=("x",), **etwfe_args)
     assert staggered.inference is None
-    cr2_fit = fit_staggered(  # the CR2 default removed after the fit, as for the TWFE results
-        frame,
-        estimator="etwfe",
-        yname="succ",
-        idname="unit",
-        tname="t",
-        gname="g",
-        trials="n",
-        control="never",
-    )
+    cr2_fit = fit_staggered(frame, **etwfe_args)  # the CR2 default removed after the fit, as for TWFE
     assert inf.apply_inference(cr2_fit, "cluster").inference is None
     monkeypatch.setattr(_cr2, "MAX_BYTES", 10_000)  # the memory bound: a default fit falls back too
     with pytest.warns(InferenceFallbackWarning, match=r"GiB of dense arrays"):

@@ -453,9 +453,9 @@ class DidResult(_fe.ClusteredResult):
 
         None under an attached inference that gives the pp effect none (the resampling methods).
         """
-        _, p, lo, hi = _fe.inference_stats(self.pp_change, self.pp_std_error, alpha, self._df)
         if self.inference is not None and PP_TERM not in self.inference.p_value:
             return {"pp_ci_low": None, "pp_ci_high": None}
+        _, p, lo, hi = _fe.inference_stats(self.pp_change, self.pp_std_error, alpha, self._df)
         _, lo, hi, _ = _fe.attached(self.inference, PP_TERM, p, lo, hi, "", alpha)
         return {"pp_ci_low": lo, "pp_ci_high": hi}
 

@@ -821,13 +821,13 @@ def cr2(result: Result | EtwfeResult | SunAbrahamResult, *, alpha: float = 0.05)
     res = _cr2.combine([_cr2.cr2_parts(f) for f in fits], weights)
     names = [t.name for t in terms]
     estimates = [t.estimate for t in terms]
+    ses, dfs = list(res.std_errors), list(res.df)
     if isinstance(result, DidResult):  # the pp effect: its own contrast (logit), 100 β (linear)
         if not logit_did:
-            res = _cr2.Cr2(np.diag(np.r_[res.std_errors, 100.0 * res.std_errors] ** 2), np.r_[res.df, res.df])
+            ses, dfs = [*ses, 100.0 * ses[0]], [*dfs, dfs[0]]
         names, estimates = [*names, PP_TERM], [*estimates, result.pp_change]
-    p_values, cis, reference = _cr2_tests(names, estimates, res, alpha)
-    shown = zip(res.std_errors[: len(terms)], res.df[: len(terms)], strict=True)
-    parts = [f"SE {se:.4g}, t({df:.1f})" for se, df in shown]
+    p_values, cis, reference = _cr2_tests(names, estimates, ses, dfs, alpha)
+    parts = [f"SE {se:.4g}, t({df:.1f})" for se, df in zip(ses[: len(terms)], dfs[: len(terms)], strict=True)]
     if len(terms) > 1:
         parts = [f"{name} {what}" for name, what in zip(names, parts, strict=True)]
     label = _cr2_label(_cluster_text(result), "; ".join(parts))
@@ -854,12 +854,16 @@ def _logit_pp_fit(des: _Design) -> _cr2.Cr2Fit:
 
 
 def _cr2_tests(
-    names: list[str], estimates: Sequence[float] | np.ndarray, res: _cr2.Cr2, alpha: float
+    names: Sequence[str],
+    estimates: Sequence[float] | np.ndarray,
+    ses: Sequence[float] | np.ndarray,
+    dfs: Sequence[float] | np.ndarray,
+    alpha: float,
 ) -> tuple[dict[str, float], dict[str, tuple[float, float]], dict[str, tuple[float, float, float]]]:
     """p-values, intervals and (estimate, SE, df) of each term: CR2 SE, t on its Bell-McCaffrey df."""
     p_values, cis, reference = {}, {}, {}
     for j, name in enumerate(names):
-        est, se, df = float(estimates[j]), float(res.std_errors[j]), float(res.df[j])
+        est, se, df = float(estimates[j]), float(ses[j]), float(dfs[j])
         _, p, lo, hi = _fe.inference_stats(est, se, alpha, df)
         p_values[name], cis[name], reference[name] = p, (lo, hi), (est, se, df)
     return p_values, cis, reference
@@ -886,7 +890,7 @@ def _cr2_staggered(result: EtwfeResult | SunAbrahamResult, alpha: float) -> Any:
             [result.coefficients, [result.att[0]], [v[0] for v in result.cohort_effects().values()]]
         )
     res = _cr2.cr2(result.cr2_fit)
-    p_values, cis, reference = _cr2_tests(terms, estimates, res, alpha)
+    p_values, cis, reference = _cr2_tests(terms, estimates, res.std_errors, res.df, alpha)
     j = terms.index("att")
     head = f"att SE {res.std_errors[j]:.4g}, t({res.df[j]:.1f}); each row its own df"
     where = (
